@@ -1,1 +1,3 @@
-print("imagejobs")
+import ImageJobsCLI
+
+await ImageJobsCommand.runMain()

@@ -1,0 +1,111 @@
+import ArgumentParser
+import Foundation
+import ImageGeneration
+import JobQueue
+import Logging
+import Postgres
+
+/// The `imagejobs` command.
+public struct ImageJobsCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "imagejobs",
+        abstract: "A PostgreSQL-backed job queue for image generation.",
+        version: "0.1.0",
+        subcommands: [
+            Migrate.self, Submit.self, Status.self, Position.self, List.self, Batch.self, Cancel.self, Retry.self,
+            WorkerCommand.self,
+        ])
+
+    public init() {}
+
+    /// Parses the process's arguments and runs the command (the executable's whole `main`).
+    public static func runMain() async {
+        await main()
+    }
+}
+
+extension ImageJobsCommand {
+    struct Migrate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Apply, revert or list schema migrations.",
+            subcommands: [Up.self, Down.self, MigrateStatus.self])
+
+        struct Up: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Apply pending migrations (all, or up to --to).")
+            @OptionGroup var database: DatabaseOptions
+            @Option(help: "Stop after this version.") var to: Int?
+            @Flag(help: "Print what would run without running it.") var dryRun = false
+
+            func run() async throws {
+                try await runCommand {
+                    let pool = try database.pool(maxConnections: 1)
+                    let applied = try await Migrator(pool: pool, logger: database.logger()).up(to: to, dryRun: dryRun)
+                    if applied.isEmpty { print("nothing to apply: the schema is up to date") }
+                    for m in applied { print("\(dryRun ? "would apply" : "applied") \(m.fileStem)") }
+                    await pool.close()
+                }
+            }
+        }
+
+        struct Down: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Revert the last migration (or down to --to, keeping it; 0 reverts all).")
+            @OptionGroup var database: DatabaseOptions
+            @Option(help: "Revert down to this version (kept).") var to: Int?
+            @Flag(help: "Print what would run without running it.") var dryRun = false
+
+            func run() async throws {
+                try await runCommand {
+                    let pool = try database.pool(maxConnections: 1)
+                    let reverted = try await Migrator(pool: pool, logger: database.logger()).down(to: to, dryRun: dryRun)
+                    if reverted.isEmpty { print("nothing to revert") }
+                    for m in reverted { print("\(dryRun ? "would revert" : "reverted") \(m.fileStem)") }
+                    await pool.close()
+                }
+            }
+        }
+
+        struct MigrateStatus: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(commandName: "status", abstract: "List migrations and whether each is applied.")
+            @OptionGroup var database: DatabaseOptions
+            @Flag(help: "Print JSON.") var json = false
+
+            func run() async throws {
+                try await runCommand {
+                    let pool = try database.pool(maxConnections: 1)
+                    let lines = try await Migrator(pool: pool, logger: database.logger()).status()
+                    await pool.close()
+                    if json { return try printJSON(lines) }
+                    print(table(["version", "name", "state", "applied at"], lines.map {
+                        [String(format: "%04d", $0.version), $0.name, $0.changed ? "applied, FILE CHANGED" : $0.applied ? "applied" : "pending",
+                         $0.appliedAt.map(ISO8601.format) ?? ""]
+                    }))
+                }
+            }
+        }
+    }
+}
+
+/// Shared validation for a job's options from flags or a batch file.
+struct JobInput {
+    var conversationID: UUID
+    var image: ImageJobParameters
+    var priority: JobPriority
+    var timeout: Double
+    var maxRetries: Int
+    var idempotencyKey: String?
+    var kind: String
+
+    func spec(index: Int? = nil) throws -> JobSpec {
+        try image.validate(index: index)
+        return JobSpec(
+            kind: kind, params: image.jsonObject, conversationID: conversationID, priority: priority,
+            timeout: .milliseconds(Int64((timeout * 1000).rounded())), maxRetries: maxRetries, idempotencyKey: idempotencyKey)
+    }
+
+    static func priority(_ text: String, index: Int? = nil) throws -> JobPriority {
+        guard let p = JobPriority(rawValue: text) else {
+            throw JobQueueError(.invalidInput, "priority must be high, normal or low, got \"\(text.prefix(20))\"", field: "priority", index: index)
+        }
+        return p
+    }
+}

@@ -1,0 +1,270 @@
+import ArgumentParser
+import Foundation
+import ImageGeneration
+import JobQueue
+import Postgres
+
+extension ImageJobsCommand {
+    struct Submit: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Submit one image job, or a batch from a file (JSON array or JSON lines).")
+        @OptionGroup var database: DatabaseOptions
+        @Option(help: "The conversation the job belongs to (UUID).") var conversation: String?
+        @Option(help: "What to draw (1–4,000 characters).") var prompt: String?
+        @Option(help: "What to avoid.") var negativePrompt: String?
+        @Option(help: "high, normal or low.") var priority: String = "normal"
+        @Option(help: "Pixels, 64–2,048 in steps of 8.") var width: Int = 512
+        @Option(help: "Pixels, 64–2,048 in steps of 8.") var height: Int = 512
+        @Option(help: "Random seed (0–4294967295).") var seed: Int64?
+        @Option(help: "Sampling steps (1–150).") var steps: Int = 30
+        @Option(help: "Model name for the generator.") var model: String?
+        @Option(help: "Seconds one attempt may run (1–86,400).") var timeout: Double = 300
+        @Option(help: "Retries after a failed attempt (0–25).") var maxRetries: Int = 3
+        @Option(help: "A key that makes a retried submit return the first job.") var idempotencyKey: String?
+        @Option(help: "A batch file, or - for standard input.") var batch: String?
+        @Option(help: .hidden) var kind: String = JobSpec.defaultKind
+        @Flag(help: "Print JSON.") var json = false
+
+        func validate() throws {
+            if batch != nil && (prompt != nil || conversation != nil) {
+                throw ValidationError("use either --batch FILE or --conversation/--prompt, not both")
+            }
+            if batch == nil && (prompt == nil || conversation == nil) {
+                throw ValidationError("--conversation and --prompt are required (or give --batch FILE)")
+            }
+        }
+
+        func run() async throws {
+            try await runCommand {
+                if let batch {
+                    let specs = try BatchFile.parse(try BatchFile.read(batch), defaults: self)
+                    let queue = try database.queue()
+                    let submitted = try await queue.submitBatch(specs, conversationID: specs[0].conversationID)
+                    if json { return try printJSON(submitted) }
+                    print("batch \(submitted.batchID): \(submitted.jobIDs.count) jobs submitted")
+                    return
+                }
+                let conversationID = try parseUUID(conversation ?? "", field: "conversation")
+                let input = JobInput(
+                    conversationID: conversationID,
+                    image: ImageJobParameters(prompt: prompt ?? "", negativePrompt: negativePrompt, width: width, height: height,
+                                              steps: steps, seed: seed, model: model),
+                    priority: try JobInput.priority(priority), timeout: timeout, maxRetries: maxRetries,
+                    idempotencyKey: idempotencyKey, kind: kind)
+                let spec = try input.spec()
+                let queue = try database.queue()
+                try queue.validate(spec)
+                let (job, created) = try await queue.submit(spec)
+                if json { return try printJSON(job) }
+                print("\(created ? "submitted" : "already submitted (same idempotency key)") \(job.id) [\(job.priority.rawValue)]")
+            }
+        }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one job.")
+        @OptionGroup var database: DatabaseOptions
+        @Argument(help: "The job's id.") var id: String
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            try await runCommand {
+                let job = try await database.queue().job(try parseUUID(id, field: "id"))
+                if json { return try printJSON(job) }
+                var rows: [[String]] = [
+                    ["id", job.id.uuidString.lowercased()], ["status", job.status.rawValue], ["priority", job.priority.rawValue],
+                    ["kind", job.kind], ["conversation", job.conversationID.uuidString.lowercased()],
+                    ["batch", job.batchID?.uuidString.lowercased() ?? "-"],
+                    ["retry_count", "\(job.retryCount) of \(job.maxRetries)"], ["attempt", "\(job.attempt)"],
+                    ["timeout", "\(Int(job.timeout)) s"], ["created_at", ISO8601.format(job.createdAt)],
+                    ["next_attempt_at", ISO8601.format(job.nextAttemptAt)],
+                ]
+                if let d = job.startedAt { rows.append(["started_at", ISO8601.format(d)]) }
+                if let d = job.finishedAt { rows.append(["finished_at", ISO8601.format(d)]) }
+                if let w = job.workerID { rows.append(["worker_id", w]) }
+                if let e = job.errorMessage { rows.append(["error_message", e]) }
+                print(table(["field", "value"], rows))
+            }
+        }
+    }
+
+    struct Position: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show a pending job's place in the queue and its ETA.")
+        @OptionGroup var database: DatabaseOptions
+        @Argument(help: "The job's id.") var id: String
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            try await runCommand {
+                let p = try await database.queue().position(try parseUUID(id, field: "id"))
+                if json { return try printJSON(p) }
+                guard let position = p.position else {
+                    print("job \(p.id.uuidString.lowercased()) is \(p.status.rawValue), not waiting in the queue")
+                    return
+                }
+                let eta = p.etaSeconds.map { String(format: "%.0f s", $0) } ?? "unknown (no recent completions)"
+                print("position \(position) (\(p.aheadHigherPriority ?? 0) ahead with higher priority), eta \(eta)")
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List jobs, newest first.")
+        @OptionGroup var database: DatabaseOptions
+        @Option(help: "Only this conversation.") var conversation: String?
+        @Option(help: "Only this batch.") var batch: String?
+        @Option(help: "pending, running, completed, error or cancelled.") var status: String?
+        @Option(help: "At most this many (1–10,000).") var limit: Int = 50
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            try await runCommand {
+                let statusValue: JobStatus? = try status.map {
+                    guard let s = JobStatus(rawValue: $0) else {
+                        throw CLIError.badInput("status must be pending, running, completed, error or cancelled")
+                    }
+                    return s
+                }
+                let jobs = try await database.queue().list(
+                    conversationID: try conversation.map { try parseUUID($0, field: "conversation") },
+                    batchID: try batch.map { try parseUUID($0, field: "batch") }, status: statusValue, limit: limit)
+                if json { return try printJSON(jobs) }
+                print(table(["id", "status", "priority", "retries", "created_at"], jobs.map {
+                    [$0.id.uuidString.lowercased(), $0.status.rawValue, $0.priority.rawValue, "\($0.retryCount)", ISO8601.format($0.createdAt)]
+                }))
+            }
+        }
+    }
+
+    struct Batch: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show a batch's progress (jobs per status).")
+        @OptionGroup var database: DatabaseOptions
+        @Argument(help: "The batch's id.") var id: String
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            try await runCommand {
+                let b = try await database.queue().batch(try parseUUID(id, field: "id"))
+                if json { return try printJSON(b) }
+                print("batch \(b.batchID.uuidString.lowercased()): \(b.total) jobs")
+                print(table(["status", "jobs"], JobStatus.allCases.map { [$0.rawValue, "\(b.counts[$0.rawValue, default: 0])"] }))
+            }
+        }
+    }
+
+    struct Cancel: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Cancel a pending or running job, or every job of a batch.")
+        @OptionGroup var database: DatabaseOptions
+        @Argument(help: "The job's id.") var id: String?
+        @Option(help: "Cancel this batch's jobs.") var batch: String?
+
+        func validate() throws {
+            if (id == nil) == (batch == nil) { throw ValidationError("give a job id or --batch UUID") }
+        }
+
+        func run() async throws {
+            try await runCommand {
+                let queue = try database.queue()
+                if let batch {
+                    let n = try await queue.cancelBatch(try parseUUID(batch, field: "batch"))
+                    print("cancelled \(n) jobs")
+                } else if let id {
+                    let was = try await queue.cancel(try parseUUID(id, field: "id"))
+                    print("cancelled (was \(was.rawValue))")
+                }
+            }
+        }
+    }
+
+    struct Retry: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Re-queue a job in error with a fresh retry budget.")
+        @OptionGroup var database: DatabaseOptions
+        @Argument(help: "The job's id.") var id: String
+
+        func run() async throws {
+            try await runCommand {
+                try await database.queue().retry(try parseUUID(id, field: "id"))
+                print("re-queued")
+            }
+        }
+    }
+}
+
+/// Batch files: a JSON array of objects, or one object per line.
+enum BatchFile {
+    static let fields: Set<String> = [
+        "conversation_id", "prompt", "negative_prompt", "priority", "width", "height", "seed", "steps", "model", "timeout",
+        "max_retries", "idempotency_key",
+    ]
+
+    static func read(_ path: String) throws -> Data {
+        if path == "-" { return FileHandle.standardInput.readDataToEndOfFile() }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw CLIError.badInput("cannot read batch file \(path)")
+        }
+        return data
+    }
+
+    static func parse(_ data: Data, defaults: ImageJobsCommand.Submit) throws -> [JobSpec] {
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw CLIError.badInput("the batch file is not valid UTF-8")
+        }
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        if trimmed.isEmpty { throw JobQueueError(.invalidInput, "the batch file is empty; it needs at least one job", field: "jobs") }
+        var objects: [JSONValue] = []
+        let decoder = JSONDecoder()
+        if trimmed.hasPrefix("[") {
+            guard let array = try? decoder.decode([JSONValue].self, from: Data(trimmed.utf8)) else {
+                throw CLIError.badInput("the batch file is not a valid JSON array of objects")
+            }
+            objects = array
+        } else {
+            for (n, line) in trimmed.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                let l = line.trimmingCharacters(in: .whitespaces)
+                if l.isEmpty { continue }
+                guard let o = try? decoder.decode(JSONValue.self, from: Data(l.utf8)) else {
+                    throw CLIError.badInput("line \(n + 1) of the batch file is not valid JSON")
+                }
+                objects.append(o)
+            }
+        }
+        if objects.isEmpty { throw JobQueueError(.invalidInput, "the batch has no jobs", field: "jobs") }
+        return try objects.enumerated().map { i, any in try spec(any, index: i, defaults: defaults) }
+    }
+
+    static func spec(_ any: JSONValue, index i: Int, defaults: ImageJobsCommand.Submit) throws -> JobSpec {
+        func bad(_ field: String, _ message: String) -> JobQueueError { JobQueueError(.invalidInput, message, field: field, index: i) }
+        guard case .object(let o) = any else { throw bad("item", "each batch item must be a JSON object") }
+        if let unknown = o.keys.sorted().first(where: { !fields.contains($0) }) {
+            throw bad(unknown, "unknown field \"\(unknown.prefix(40))\"; allowed: \(fields.sorted().joined(separator: ", "))")
+        }
+        func string(_ key: String) throws -> String? {
+            guard let v = o[key], v != .null else { return nil }
+            guard let s = v.stringValue else { throw bad(key, "\(key) must be a string") }
+            return s
+        }
+        func integer(_ key: String) throws -> Int64? {
+            guard let v = o[key], v != .null else { return nil }
+            guard let n = v.intValue else { throw bad(key, "\(key) must be an integer") }
+            return Int64(n)
+        }
+        func number(_ key: String) throws -> Double? {
+            guard let v = o[key], v != .null else { return nil }
+            guard let n = v.doubleValue else { throw bad(key, "\(key) must be a number") }
+            return n
+        }
+        guard let conversation = try string("conversation_id") else { throw bad("conversation_id", "conversation_id is required") }
+        guard let conversationID = UUID(uuidString: conversation) else { throw bad("conversation_id", "conversation_id is not a UUID") }
+        guard let prompt = try string("prompt") else { throw bad("prompt", "prompt is required") }
+        let input = JobInput(
+            conversationID: conversationID,
+            image: ImageJobParameters(
+                prompt: prompt, negativePrompt: try string("negative_prompt"), width: Int(try integer("width") ?? 512),
+                height: Int(try integer("height") ?? 512), steps: Int(try integer("steps") ?? 30), seed: try integer("seed"),
+                model: try string("model")),
+            priority: try JobInput.priority(try string("priority") ?? "normal", index: i),
+            timeout: try number("timeout") ?? 300, maxRetries: Int(try integer("max_retries") ?? 3),
+            idempotencyKey: try string("idempotency_key"), kind: defaults.kind)
+        return try input.spec(index: i)
+    }
+}

@@ -1,0 +1,142 @@
+import ArgumentParser
+import Foundation
+import ImageGeneration
+import JobQueue
+import Logging
+import Postgres
+import ServiceLifecycle
+import UnixSignals
+
+/// `imagejobs worker`: claims and runs jobs until SIGTERM or SIGINT.
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker", abstract: "Run jobs until SIGTERM/SIGINT (running jobs then finish within the grace period).")
+    @OptionGroup var database: DatabaseOptions
+    @Option(help: "Jobs run at once.") var concurrency: Int = 2
+    @Option(help: "Image backend: record (validates and records the parameters; real generators arrive with the image issue).")
+    var generator: String = ProcessInfo.processInfo.environment["IMAGEJOBS_GENERATOR"] ?? "record"
+    @Option(help: "Seconds between polls when no NOTIFY arrives.") var pollInterval: Double = 1
+    @Option(help: "Seconds between heartbeats of running jobs.") var heartbeatInterval: Double = 10
+    @Option(help: "Seconds without a heartbeat after which a running job is rescued.") var lease: Double = 60
+    @Option(help: "Seconds between sweep attempts.") var sweepInterval: Double = 15
+    @Option(help: "Seconds past its deadline after which the sweep ends a job.") var stuckGrace: Double = 30
+    @Option(help: "Seconds running jobs may finish after SIGTERM.") var shutdownGrace: Double = 30
+    @Option(help: "Base of the retry backoff in seconds (1 s, 2 s, 4 s …).") var backoffBase: Double = 1
+    @Option(help: "Database connections of this process.") var maxConnections: Int?
+    @Flag(help: "Poll only; no LISTEN (for PgBouncer in transaction mode).") var noListen = false
+    @Flag(help: .hidden) var diagnostic = false
+    @Option(help: .hidden) var executionLog: String?
+
+    func validate() throws {
+        if !(1...1000).contains(concurrency) { throw ValidationError("--concurrency must be 1–1000") }
+        if !["record"].contains(generator) { throw ValidationError("--generator must be record") }
+        if lease <= heartbeatInterval * 2 { throw ValidationError("--lease must be more than twice --heartbeat-interval") }
+    }
+
+    func run() async throws {
+        try await runCommand {
+            LoggingSystem.bootstrapOnce(level: database.logLevel)
+            let logger = database.logger()
+            var config = WorkerConfiguration()
+            config.concurrency = concurrency
+            config.pollInterval = .milliseconds(Int64(pollInterval * 1000))
+            config.heartbeatInterval = .milliseconds(Int64(heartbeatInterval * 1000))
+            config.lease = .milliseconds(Int64(lease * 1000))
+            config.sweepInterval = .milliseconds(Int64(sweepInterval * 1000))
+            config.stuckGrace = .milliseconds(Int64(stuckGrace * 1000))
+            config.shutdownGrace = .milliseconds(Int64(shutdownGrace * 1000))
+            config.backoff = RetryBackoff(base: .milliseconds(Int64(backoffBase * 1000)))
+            config.listen = !noListen
+            var pgConfig = try database.configuration()
+            pgConfig.applicationName = "imagejobs-worker"
+            let pool = PGPool(
+                configuration: pgConfig, options: .init(maxConnections: maxConnections ?? min(8, concurrency + 2)), logger: logger)
+            var handlers: [any JobHandler] = [RecordingImageHandler()]
+            if diagnostic { handlers.append(DiagnosticHandler(executionLog: executionLog)) }
+            let worker = Worker(pool: pool, handlers: handlers, configuration: config, logger: logger)
+            let group = ServiceGroup(
+                configuration: .init(
+                    services: [.init(service: worker)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            try await group.run()
+            await pool.close()
+        }
+    }
+}
+
+extension LoggingSystem {
+    nonisolated(unsafe) private static var bootstrapped = false
+    /// Logs to stderr at the given level, once per process.
+    static func bootstrapOnce(level: String) {
+        guard !bootstrapped else { return }
+        bootstrapped = true
+        bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = Logger.Level(rawValue: level) ?? .info
+            return handler
+        }
+    }
+}
+
+/// Until the image generators exist: validates an image job's parameters (a permanent
+/// failure when they are invalid) and completes it.
+struct RecordingImageHandler: JobHandler {
+    let kind = JobSpec.defaultKind
+
+    func run(_ job: ClaimedJob, context: JobContext) async throws -> JobResult {
+        do {
+            let parameters = try ImageJobParameters(json: job.job.params)
+            try parameters.validate()
+        } catch {
+            throw JobFailure.permanent("invalid image parameters: \(error)")
+        }
+        context.logger.info("image job received", metadata: ["job.params.bytes": "\(job.job.params.count)"])
+        return JobResult()
+    }
+}
+
+/// A handler for tests and fault drills, driven by the job's parameters:
+/// `sleep_ms` (cooperative), `fail_attempts` (fail the first N attempts), `permanent` (fail
+/// for good), `crash_attempts` (exit the process on the first N attempts, `-1` on all),
+/// `hang_ms` (ignore cancellation). Appends start and end lines to an execution log.
+struct DiagnosticHandler: JobHandler {
+    let kind = "test.script"
+    let executionLog: String?
+
+    func run(_ claimed: ClaimedJob, context: JobContext) async throws -> JobResult {
+        let job = claimed.job
+        let p = job.params
+        log("start", job)
+        let crash = p["crash_attempts"]?.intValue ?? 0
+        if crash == -1 || job.attempt <= crash {
+            log("crash", job)
+            exit(3)
+        }
+        if let hang = p["hang_ms"]?.intValue {
+            // Ignores cancellation on purpose.
+            let until = Date().addingTimeInterval(Double(hang) / 1000)
+            while Date() < until { usleep(10_000) }
+        }
+        if let sleep = p["sleep_ms"]?.intValue {
+            try await Task.sleep(for: .milliseconds(sleep))
+        }
+        if p["permanent"]?.boolValue == true {
+            log("fail", job)
+            throw JobFailure.permanent("permanent failure requested")
+        }
+        if job.attempt <= (p["fail_attempts"]?.intValue ?? 0) {
+            log("fail", job)
+            throw JobFailure.retryable("failure requested on attempt \(job.attempt)")
+        }
+        log("end", job)
+        return JobResult()
+    }
+
+    private func log(_ event: String, _ job: Job) {
+        guard let executionLog else { return }
+        let line = "\(event) \(job.id.uuidString.lowercased()) \(job.attempt) \(getpid()) \(Date().timeIntervalSince1970)\n"
+        let fd = open(executionLog, O_WRONLY | O_APPEND | O_CREAT, 0o644)
+        guard fd >= 0 else { return }
+        _ = line.withCString { write(fd, $0, strlen($0)) }
+        close(fd)
+    }
+}

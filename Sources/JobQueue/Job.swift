@@ -1,0 +1,268 @@
+import Foundation
+import Postgres
+
+/// A job's priority: `high` runs first, then `normal`, then `low`; oldest first within one.
+public enum JobPriority: String, Sendable, Codable, CaseIterable, Comparable {
+    case high, normal, low
+
+    public static func < (a: JobPriority, b: JobPriority) -> Bool { a.rank < b.rank }
+    var rank: Int { self == .high ? 0 : self == .normal ? 1 : 2 }
+}
+
+/// Where a job is in its life.
+public enum JobStatus: String, Sendable, Codable, CaseIterable {
+    /// Waiting; may run once `next_attempt_at` has passed (a retry waits out its backoff here).
+    /// Moved out by a worker's claim or a cancel.
+    case pending
+    /// Claimed by one worker (`attempt`, `worker_id`, `heartbeat_at`, `deadline_at` set). Moved
+    /// out by that worker (complete, fail, timeout) or by the sweep (lost worker, overdue).
+    case running
+    /// Finished with a result.
+    case completed
+    /// Failed for good: retries used up, a permanent failure, a timeout, or lost with no
+    /// retries left; `error_message` says why. A manual retry moves it back to pending.
+    case error
+    /// Cancelled by a user or operator.
+    case cancelled
+
+    /// Whether the job will not change again on its own.
+    public var isFinal: Bool { self == .completed || self == .error || self == .cancelled }
+}
+
+extension JobPriority: PGEncodable, PGDecodable {
+    public var pgBind: PGBind { .text(rawValue) }
+    public static func decode(pgText: String, type: UInt32, column: String) throws -> JobPriority {
+        guard let v = JobPriority(rawValue: pgText) else {
+            throw PGError(.decoding, message: "column \"\(column)\" is not a job priority", column: column)
+        }
+        return v
+    }
+}
+
+extension JobStatus: PGEncodable, PGDecodable {
+    public var pgBind: PGBind { .text(rawValue) }
+    public static func decode(pgText: String, type: UInt32, column: String) throws -> JobStatus {
+        guard let v = JobStatus(rawValue: pgText) else {
+            throw PGError(.decoding, message: "column \"\(column)\" is not a job status", column: column)
+        }
+        return v
+    }
+}
+
+/// Exponential backoff for retries: `base · 2^retry_count`, capped, with optional jitter.
+public struct RetryBackoff: Sendable, Equatable, Codable {
+    /// The first delay. Defaults to 1 s.
+    public var base: Duration
+    /// The longest delay. Defaults to 1 h.
+    public var cap: Duration
+    /// Random spread as a fraction of the delay (0.1 = ±10 %). Defaults to 0 (none).
+    public var jitter: Double
+
+    public init(base: Duration = .seconds(1), cap: Duration = .seconds(3600), jitter: Double = 0) {
+        self.base = base
+        self.cap = cap
+        self.jitter = jitter
+    }
+
+    /// The delay before retry number `retryCount + 1` without jitter: 1 s, 2 s, 4 s, 8 s … capped.
+    public func delay(afterRetries retryCount: Int) -> Duration {
+        let seconds = base.seconds * pow(2, Double(min(retryCount, 40)))
+        return .milliseconds(Int64(min(seconds, cap.seconds) * 1000))
+    }
+}
+
+extension Duration {
+    /// The duration in seconds as a `Double`.
+    public var seconds: Double {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}
+
+/// A JSON value, for job parameters and results.
+public enum JSONValue: Sendable, Equatable, Codable, Hashable {
+    case null
+    case bool(Bool)
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { self = .null }
+        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
+        else if let n = try? c.decode(Double.self) { self = .number(n) }
+        else if let s = try? c.decode(String.self) { self = .string(s) }
+        else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
+        else { self = .object(try c.decode([String: JSONValue].self)) }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .null: try c.encodeNil()
+        case .bool(let b): try c.encode(b)
+        case .number(let n):
+            if n == n.rounded(), abs(n) < 9.007e15 { try c.encode(Int64(n)) } else { try c.encode(n) }
+        case .string(let s): try c.encode(s)
+        case .array(let a): try c.encode(a)
+        case .object(let o): try c.encode(o)
+        }
+    }
+
+    public subscript(key: String) -> JSONValue? {
+        if case .object(let o) = self { return o[key] }
+        return nil
+    }
+    public var stringValue: String? { if case .string(let s) = self { return s } else { return nil } }
+    public var doubleValue: Double? { if case .number(let n) = self { return n } else { return nil } }
+    public var intValue: Int? {
+        if case .number(let n) = self, n == n.rounded(), abs(n) < 9.007e15 { return Int(n) }
+        return nil
+    }
+    public var boolValue: Bool? { if case .bool(let b) = self { return b } else { return nil } }
+}
+
+/// What to enqueue: one job.
+public struct JobSpec: Sendable, Equatable {
+    /// The handler that runs it (`image.generate` by default).
+    public var kind: String
+    /// The handler's parameters, a JSON object of at most 64 KiB.
+    public var params: [String: JSONValue]
+    public var conversationID: UUID
+    public var priority: JobPriority
+    /// Wall-clock limit of one attempt. Defaults to 300 s.
+    public var timeout: Duration
+    /// Retries after the first attempt. Defaults to 3.
+    public var maxRetries: Int
+    /// Overrides the queue's backoff for this job.
+    public var backoff: RetryBackoff?
+    /// A retried submit with the same key (in the same conversation) returns the first job.
+    public var idempotencyKey: String?
+
+    public init(
+        kind: String = JobSpec.defaultKind, params: [String: JSONValue], conversationID: UUID,
+        priority: JobPriority = .normal, timeout: Duration = .seconds(300), maxRetries: Int = 3,
+        backoff: RetryBackoff? = nil, idempotencyKey: String? = nil
+    ) {
+        self.kind = kind
+        self.params = params
+        self.conversationID = conversationID
+        self.priority = priority
+        self.timeout = timeout
+        self.maxRetries = maxRetries
+        self.backoff = backoff
+        self.idempotencyKey = idempotencyKey
+    }
+
+    public static let defaultKind = "image.generate"
+}
+
+/// A job as stored.
+public struct Job: Sendable, Equatable, Codable {
+    public var id: UUID
+    public var conversationID: UUID
+    public var batchID: UUID?
+    public var kind: String
+    public var params: [String: JSONValue]
+    public var priority: JobPriority
+    public var status: JobStatus
+    public var retryCount: Int
+    public var maxRetries: Int
+    public var attempt: Int
+    /// Seconds.
+    public var timeout: Double
+    public var nextAttemptAt: Date
+    public var workerID: String?
+    public var createdAt: Date
+    public var startedAt: Date?
+    public var heartbeatAt: Date?
+    public var deadlineAt: Date?
+    public var finishedAt: Date?
+    public var errorMessage: String?
+    /// Every failed attempt's error, oldest first.
+    public var errors: [AttemptError]
+    public var idempotencyKey: String?
+
+    enum CodingKeys: String, CodingKey {
+        case id, kind, params, priority, status, attempt, timeout, errors
+        case conversationID = "conversation_id", batchID = "batch_id", retryCount = "retry_count"
+        case maxRetries = "max_retries", nextAttemptAt = "next_attempt_at", workerID = "worker_id"
+        case createdAt = "created_at", startedAt = "started_at", heartbeatAt = "heartbeat_at"
+        case deadlineAt = "deadline_at", finishedAt = "finished_at", errorMessage = "error_message"
+        case idempotencyKey = "idempotency_key"
+    }
+}
+
+/// The error of one failed attempt.
+public struct AttemptError: Sendable, Equatable, Codable {
+    public var attempt: Int
+    public var at: String
+    public var message: String
+    public var worker: String?
+}
+
+/// A pending job's place in the queue.
+public struct QueuePosition: Sendable, Equatable, Codable {
+    public var id: UUID
+    public var status: JobStatus
+    /// Eligible pending jobs a claim takes before this one (0 = next); `nil` unless pending.
+    public var position: Int?
+    /// How many of those are of higher priority.
+    public var aheadHigherPriority: Int?
+    /// Seconds until a worker starts it, from the completion rate of the last minute; `nil`
+    /// when nothing completed recently.
+    public var etaSeconds: Double?
+    /// Completions per second over the last minute.
+    public var completionRate: Double
+
+    enum CodingKeys: String, CodingKey {
+        case id, status, position
+        case aheadHigherPriority = "ahead_higher_priority", etaSeconds = "eta_seconds", completionRate = "completion_rate"
+    }
+}
+
+/// The jobs of a batch, counted per status.
+public struct BatchProgress: Sendable, Equatable, Codable {
+    public var batchID: UUID
+    public var conversationID: UUID
+    public var total: Int
+    public var counts: [String: Int]
+    public var createdAt: Date
+
+    /// Whether every job of the batch is final.
+    public var isFinished: Bool {
+        (counts["completed", default: 0] + counts["error", default: 0] + counts["cancelled", default: 0]) == total
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case batchID = "batch_id", conversationID = "conversation_id", total, counts, createdAt = "created_at"
+    }
+}
+
+/// A submitted batch.
+public struct SubmittedBatch: Sendable, Equatable, Codable {
+    public var batchID: UUID
+    public var jobIDs: [UUID]
+    /// `false` when an idempotency key matched an earlier batch and nothing new was written.
+    public var created: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case batchID = "batch_id", jobIDs = "job_ids", created
+    }
+}
+
+/// UUID version 7: time-ordered, so ids of new jobs land at the right edge of the primary key.
+public enum UUIDv7 {
+    public static func make(now: Date = Date()) -> UUID {
+        let ms = UInt64(now.timeIntervalSince1970 * 1000)
+        var bytes = [UInt8](repeating: 0, count: 16)
+        for i in 0..<6 { bytes[i] = UInt8(truncatingIfNeeded: ms >> (40 - 8 * UInt64(i))) }
+        var random = SystemRandomNumberGenerator()
+        for i in 6..<16 { bytes[i] = UInt8.random(in: 0...255, using: &random) }
+        bytes[6] = 0x70 | (bytes[6] & 0x0f)
+        bytes[8] = 0x80 | (bytes[8] & 0x3f)
+        return UUID(uuid: (bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+                           bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]))
+    }
+}

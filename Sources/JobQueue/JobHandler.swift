@@ -1,0 +1,51 @@
+import Foundation
+import Logging
+import Postgres
+
+/// A job as its handler receives it.
+public struct ClaimedJob: Sendable {
+    public let job: Job
+    /// Seconds left before the deadline, measured by the database at claim time.
+    public let remainingSeconds: Double
+}
+
+/// What a handler's run has for the handler.
+public struct JobContext: Sendable {
+    public let logger: Logger
+    /// The worker's pool, for handlers that read or write the database themselves.
+    public let pool: PGPool
+    public let workerID: String
+}
+
+/// What a successful run returns.
+public struct JobResult: Sendable {
+    /// Work to do in the completion's own transaction (store a result row, say): it commits
+    /// if and only if this attempt's completion does, so a stale attempt stores nothing.
+    public var store: (@Sendable (PGConnection) async throws -> Void)?
+
+    public init(store: (@Sendable (PGConnection) async throws -> Void)? = nil) {
+        self.store = store
+    }
+}
+
+/// The failure a handler throws to choose what happens next; any other error is a retryable
+/// failure whose description becomes the attempt's error message.
+public struct JobFailure: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    /// A permanent failure (a rejected prompt) goes straight to `error`; no retry.
+    public var permanent: Bool
+
+    public static func retryable(_ message: String) -> JobFailure { JobFailure(message: message, permanent: false) }
+    public static func permanent(_ message: String) -> JobFailure { JobFailure(message: message, permanent: true) }
+
+    public var description: String { message }
+}
+
+/// Runs jobs of one kind.
+public protocol JobHandler: Sendable {
+    /// The kind this handler runs (`image.generate`).
+    var kind: String { get }
+    /// Runs one attempt. Honour task cancellation: the worker cancels the task at the job's
+    /// deadline, when the job is cancelled and at shutdown.
+    func run(_ job: ClaimedJob, context: JobContext) async throws -> JobResult
+}

@@ -1,0 +1,330 @@
+import Foundation
+import Logging
+import Postgres
+
+/// Limits on what a submit accepts. Every one is configurable; the defaults are what a
+/// production image service would accept.
+public struct JobLimits: Sendable, Equatable {
+    /// Most jobs in one batch. Defaults to 10,000.
+    public var maxBatchSize: Int = 10_000
+    /// Bytes of a job's parameters as JSON. Defaults to 64 KiB (the table's CHECK allows no more).
+    public var maxParamsBytes: Int = 65_536
+    /// Shortest and longest timeout. Defaults to 1 s and 24 h.
+    public var timeoutRange: ClosedRange<Double> = 1...86_400
+    /// Retries allowed. Defaults to 0…25.
+    public var maxRetriesRange: ClosedRange<Int> = 0...25
+    /// Idempotency key length. Defaults to 1…200 characters.
+    public var idempotencyKeyLength: ClosedRange<Int> = 1...200
+
+    public init() {}
+}
+
+/// The queue's client API: submit, look up, position, list, cancel and retry jobs.
+///
+/// A Swift server uses this (the CLI does too). Every method is one round trip unless it says
+/// otherwise.
+public final class JobQueue: Sendable {
+    public let pool: PGPool
+    public let limits: JobLimits
+    /// Whether submits NOTIFY idle workers at commit. Defaults to `true`; polling still finds
+    /// the jobs when it is off (PgBouncer in transaction mode).
+    public let notify: Bool
+    let logger: Logger
+    private let channelCache = ChannelCache()
+
+    public init(pool: PGPool, limits: JobLimits = JobLimits(), notify: Bool = true, logger: Logger) {
+        self.pool = pool
+        self.limits = limits
+        self.notify = notify
+        self.logger = logger
+    }
+
+    /// The NOTIFY channel of this queue's schema (`imagejobs.<schema>`), so queues in different
+    /// schemas of one database never wake each other.
+    public func channel() async throws -> String {
+        if let cached = channelCache.value { return cached }
+        let row = try await pool.query(JobSQL.currentSchema().named("JobSQL.currentSchema"))[0]
+        let channel = Self.channel(schema: try row.decode("schema"))
+        channelCache.value = channel
+        return channel
+    }
+
+    static func channel(schema: String) -> String { "imagejobs.\(schema)" }
+
+    // MARK: Submit
+
+    /// Checks a spec against the limits without writing anything.
+    /// - Throws: ``JobQueueError`` `.invalidInput` naming the field (and `index`, for batches).
+    public func validate(_ spec: JobSpec, index: Int? = nil) throws {
+        func fail(_ field: String, _ message: String) -> JobQueueError {
+            JobQueueError(.invalidInput, message, field: field, index: index)
+        }
+        if spec.kind.range(of: "^[a-z][a-z0-9_.-]{0,63}$", options: .regularExpression) == nil {
+            throw fail("kind", "kind must be 1–64 lower-case letters, digits, '.', '_' or '-', starting with a letter")
+        }
+        let timeout = spec.timeout.seconds
+        if !(limits.timeoutRange.contains(timeout)) {
+            throw fail("timeout", "timeout must be between \(Int(limits.timeoutRange.lowerBound)) and \(Int(limits.timeoutRange.upperBound)) seconds, got \(timeout)")
+        }
+        if !limits.maxRetriesRange.contains(spec.maxRetries) {
+            throw fail("max_retries", "max_retries must be between \(limits.maxRetriesRange.lowerBound) and \(limits.maxRetriesRange.upperBound), got \(spec.maxRetries)")
+        }
+        if let key = spec.idempotencyKey {
+            if !limits.idempotencyKeyLength.contains(key.count) {
+                throw fail("idempotency_key", "idempotency_key must be \(limits.idempotencyKeyLength.lowerBound)–\(limits.idempotencyKeyLength.upperBound) characters")
+            }
+            if key.unicodeScalars.contains(where: { $0.value == 0 }) { throw fail("idempotency_key", "idempotency_key must not contain NUL") }
+        }
+        if let b = spec.backoff {
+            if b.base <= .zero || b.cap <= .zero { throw fail("backoff", "backoff base and cap must be positive") }
+            if !(0...1).contains(b.jitter) { throw fail("backoff", "backoff jitter must be between 0 and 1") }
+        }
+        let encoder = JSONEncoder()
+        let bytes = (try? encoder.encode(spec.params).count) ?? Int.max
+        if bytes > limits.maxParamsBytes {
+            throw fail("params", "parameters are \(bytes) bytes as JSON; at most \(limits.maxParamsBytes) are allowed")
+        }
+        if Self.containsNUL(.object(spec.params)) { throw fail("params", "parameters must not contain NUL characters") }
+        if Self.containsNonFinite(.object(spec.params)) { throw fail("params", "parameters must be finite numbers (no NaN or Infinity)") }
+    }
+
+    private static func containsNUL(_ value: JSONValue) -> Bool {
+        switch value {
+        case .string(let s): return s.unicodeScalars.contains { $0.value == 0 }
+        case .array(let a): return a.contains(where: containsNUL)
+        case .object(let o): return o.contains { $0.key.unicodeScalars.contains { $0.value == 0 } || containsNUL($0.value) }
+        default: return false
+        }
+    }
+
+    private static func containsNonFinite(_ value: JSONValue) -> Bool {
+        switch value {
+        case .number(let n): return !n.isFinite
+        case .array(let a): return a.contains(where: containsNonFinite)
+        case .object(let o): return o.values.contains(where: containsNonFinite)
+        default: return false
+        }
+    }
+
+    /// Submits one job. With an idempotency key already used in the conversation, returns the
+    /// earlier job and `created == false` (nothing new is written).
+    public func submit(_ spec: JobSpec) async throws -> (job: Job, created: Bool) {
+        try validate(spec)
+        do {
+            return try await pool.withConnection { try await self.submit(spec, on: $0) }
+        } catch {
+            throw JobQueueError.from(error)
+        }
+    }
+
+    /// Submits one job on the caller's connection, inside the caller's transaction if one is
+    /// open: the job exists if and only if that transaction commits, and workers are woken at
+    /// commit.
+    public func submit(_ spec: JobSpec, on connection: PGConnection) async throws -> (job: Job, created: Bool) {
+        try validate(spec)
+        let channel = try await channel()
+        let row = JobSQL.insertRow(spec, id: UUIDv7.make(), ord: 0)
+        do {
+            var rows = try await connection.query(
+                JobSQL.insertJob(row, conversationID: spec.conversationID, channel: channel, notify: notify).named("JobSQL.insertJob"))
+            if rows.isEmpty, let key = spec.idempotencyKey {
+                // The conflicting job committed after this statement's snapshot was taken.
+                rows = try await connection.query(
+                    JobSQL.list(conversationID: spec.conversationID, batchID: nil, status: nil, limit: 10_000).named("JobSQL.list"))
+                if let match = try rows.map(JobSQL.decodeJob).first(where: { $0.idempotencyKey == key }) {
+                    return (match, false)
+                }
+            }
+            guard let first = rows.first else {
+                throw JobQueueError(.database, "the job was neither inserted nor found")
+            }
+            return (try JobSQL.decodeJob(first), try first.decode("inserted", as: Bool.self))
+        } catch {
+            throw JobQueueError.from(error)
+        }
+    }
+
+    /// Submits many jobs of one conversation as a batch, all or nothing, in one statement.
+    ///
+    /// Every spec is validated first; the first invalid item (or one of another conversation)
+    /// rejects the whole batch, naming its index and field, and nothing is written.
+    /// - Parameter idempotencyKey: a resubmit with the same key returns the first batch.
+    public func submitBatch(
+        _ specs: [JobSpec], conversationID: UUID, idempotencyKey: String? = nil
+    ) async throws -> SubmittedBatch {
+        if specs.isEmpty {
+            throw JobQueueError(.invalidInput, "a batch needs at least one job", field: "jobs")
+        }
+        if specs.count > limits.maxBatchSize {
+            throw JobQueueError(.invalidInput, "a batch holds at most \(limits.maxBatchSize) jobs, got \(specs.count); split it", field: "jobs")
+        }
+        var keys = Set<String>()
+        for (i, spec) in specs.enumerated() {
+            if spec.conversationID != conversationID {
+                throw JobQueueError(
+                    .invalidInput, "conversation_id \(spec.conversationID) differs from the batch's \(conversationID); every job of a batch belongs to one conversation",
+                    field: "conversation_id", index: i)
+            }
+            try validate(spec, index: i)
+            if let key = spec.idempotencyKey, !keys.insert(key).inserted {
+                throw JobQueueError(.invalidInput, "idempotency_key repeats an earlier item of the batch", field: "idempotency_key", index: i)
+            }
+        }
+        if let key = idempotencyKey, !limits.idempotencyKeyLength.contains(key.count) {
+            throw JobQueueError(.invalidInput, "the batch idempotency_key must be \(limits.idempotencyKeyLength.lowerBound)–\(limits.idempotencyKeyLength.upperBound) characters", field: "idempotency_key")
+        }
+        let batchID = UUIDv7.make()
+        let ids = specs.map { _ in UUIDv7.make() }
+        let rows = specs.enumerated().map { JobSQL.insertRow($0.element, id: ids[$0.offset], ord: $0.offset) }
+        do {
+            let channel = try await channel()
+            try await pool.query(
+                JobSQL.insertBatch(
+                    batchID: batchID, conversationID: conversationID, idempotencyKey: idempotencyKey, rows: rows,
+                    channel: channel, notify: notify
+                ).named("JobSQL.insertBatch"))
+            return SubmittedBatch(batchID: batchID, jobIDs: ids, created: true)
+        } catch let error as PGError where error.sqlState == .uniqueViolation && error.constraint == "batches_idempotency_key" {
+            guard let key = idempotencyKey,
+                let row = try await pool.query(
+                    JobSQL.batchByIdempotencyKey(conversationID: conversationID, key: key).named("JobSQL.batchByIdempotencyKey")
+                ).first
+            else { throw JobQueueError.from(error) }
+            return SubmittedBatch(batchID: try row.decode("batch_id"), jobIDs: try row.decode("job_ids"), created: false)
+        } catch {
+            throw JobQueueError.from(error)
+        }
+    }
+
+    // MARK: Read
+
+    /// One job by id, in one primary-key lookup.
+    public func job(_ id: UUID) async throws -> Job {
+        do {
+            guard let row = try await pool.query(JobSQL.job(id: id).named("JobSQL.job")).first else {
+                throw JobQueueError(.notFound, "no job \(id)", jobID: id)
+            }
+            return try JobSQL.decodeJob(row)
+        } catch {
+            throw JobQueueError.from(error, jobID: id)
+        }
+    }
+
+    /// A job's queue position, with an ETA from the last minute's completion rate.
+    public func position(_ id: UUID) async throws -> QueuePosition {
+        do {
+            guard let row = try await pool.query(JobSQL.position(id: id).named("JobSQL.position")).first else {
+                throw JobQueueError(.notFound, "no job \(id)", jobID: id)
+            }
+            let status: JobStatus = try row.decode("status")
+            let rate: Double = try row.decode("per_second")
+            guard status == .pending else {
+                return QueuePosition(id: id, status: status, position: nil, aheadHigherPriority: nil, etaSeconds: nil, completionRate: rate)
+            }
+            let position = max(0, try row.decode("position", as: Int.self))
+            let higher = max(0, try row.decode("ahead_higher", as: Int.self))
+            let eta = rate > 0 ? Double(position + 1) / rate : nil
+            return QueuePosition(id: id, status: status, position: position, aheadHigherPriority: higher, etaSeconds: eta, completionRate: rate)
+        } catch {
+            throw JobQueueError.from(error, jobID: id)
+        }
+    }
+
+    /// The position counted row by row (slow with a long queue; for checks).
+    public func positionByCounting(_ id: UUID) async throws -> (position: Int, aheadHigherPriority: Int) {
+        let row = try await pool.query(JobSQL.positionBruteForce(id: id).named("JobSQL.positionBruteForce"))[0]
+        return (try row.decode("position"), try row.decode("ahead_higher"))
+    }
+
+    /// Jobs by conversation, batch and status, newest first.
+    public func list(conversationID: UUID? = nil, batchID: UUID? = nil, status: JobStatus? = nil, limit: Int = 50) async throws -> [Job] {
+        guard (1...10_000).contains(limit) else {
+            throw JobQueueError(.invalidInput, "limit must be between 1 and 10000", field: "limit")
+        }
+        do {
+            return try await pool.query(
+                JobSQL.list(conversationID: conversationID, batchID: batchID, status: status, limit: limit).named("JobSQL.list")
+            ).map(JobSQL.decodeJob)
+        } catch {
+            throw JobQueueError.from(error)
+        }
+    }
+
+    /// A batch's jobs counted per status.
+    public func batch(_ id: UUID) async throws -> BatchProgress {
+        do {
+            let rows = try await pool.query(JobSQL.batchProgress(batchID: id).named("JobSQL.batchProgress"))
+            guard let first = rows.first else { throw JobQueueError(.notFound, "no batch \(id)") }
+            var counts: [String: Int] = [:]
+            for status in JobStatus.allCases { counts[status.rawValue] = 0 }
+            for row in rows {
+                if let status: String = try row.decode("status") { counts[status] = try row.decode("n") }
+            }
+            return BatchProgress(
+                batchID: id, conversationID: try first.decode("conversation_id"), total: try first.decode("job_count"),
+                counts: counts, createdAt: try first.decode("created_at"))
+        } catch {
+            throw JobQueueError.from(error)
+        }
+    }
+
+    // MARK: Change
+
+    /// Cancels a pending or running job; a running job's worker stops it.
+    /// - Returns: the status the job had.
+    /// - Throws: `.notFound`, or `.invalidState` when the job already finished.
+    @discardableResult
+    public func cancel(_ id: UUID) async throws -> JobStatus {
+        do {
+            let channel = try await channel()
+            guard let row = try await pool.query(JobSQL.cancel(id: id, channel: channel).named("JobSQL.cancel")).first else {
+                throw JobQueueError(.notFound, "no job \(id)", jobID: id)
+            }
+            let old = try row.decode("old_status", as: JobStatus.self)
+            guard try row.decode("cancelled", as: Bool.self) else {
+                throw JobQueueError(.invalidState, "job \(id) is \(old.rawValue); only pending or running jobs can be cancelled", jobID: id)
+            }
+            return old
+        } catch {
+            throw JobQueueError.from(error, jobID: id)
+        }
+    }
+
+    /// Cancels every pending or running job of a batch; returns how many.
+    @discardableResult
+    public func cancelBatch(_ id: UUID) async throws -> Int {
+        do {
+            let channel = try await channel()
+            let row = try await pool.query(JobSQL.cancelBatch(batchID: id, channel: channel).named("JobSQL.cancelBatch"))[0]
+            guard try row.decode("batches", as: Int.self) == 1 else { throw JobQueueError(.notFound, "no batch \(id)") }
+            return try row.decode("cancelled")
+        } catch {
+            throw JobQueueError.from(error)
+        }
+    }
+
+    /// Re-queues a job in `error` with a fresh retry budget.
+    public func retry(_ id: UUID) async throws {
+        do {
+            let channel = try await channel()
+            guard let row = try await pool.query(JobSQL.requeue(id: id, channel: channel).named("JobSQL.requeue")).first else {
+                throw JobQueueError(.notFound, "no job \(id)", jobID: id)
+            }
+            guard try row.decode("requeued", as: Bool.self) else {
+                let old: String = try row.decode("old_status")
+                throw JobQueueError(.invalidState, "job \(id) is \(old); only jobs in error can be retried", jobID: id)
+            }
+        } catch {
+            throw JobQueueError.from(error, jobID: id)
+        }
+    }
+}
+
+final class ChannelCache: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: String?
+    var value: String? {
+        get { lock.lock(); defer { lock.unlock() }; return stored }
+        set { lock.lock(); stored = newValue; lock.unlock() }
+    }
+}

@@ -1,0 +1,451 @@
+import Foundation
+import Postgres
+
+/// Every SQL statement of the engine, one function per statement, named like the query it is.
+///
+/// All values travel as bound parameters. Every time comparison uses the database's `now()`;
+/// no worker's clock is ever compared with a stored timestamp. Every write a worker makes to
+/// a job names the attempt that claimed it (`attempt = $n AND status = 'running'`), so a write
+/// from a stale attempt changes nothing.
+enum JobSQL {
+    /// The columns of ``Job``, in the order ``decodeJob(_:)`` reads them.
+    static let jobColumns = """
+        j.id, j.conversation_id, j.batch_id, j.kind, j.params::text AS params, j.priority, j.status,
+        j.retry_count, j.max_retries, j.attempt, extract(epoch FROM j.timeout)::float8 AS timeout_s,
+        j.next_attempt_at, j.worker_id, j.created_at, j.started_at, j.heartbeat_at, j.deadline_at,
+        j.finished_at, j.error_message, j.errors::text AS errors, j.idempotency_key
+        """
+
+    static func decodeJob(_ row: PGRow) throws -> Job {
+        Job(
+            id: try row.decode("id"), conversationID: try row.decode("conversation_id"), batchID: try row.decode("batch_id"),
+            kind: try row.decode("kind"), params: try row.decodeJSON("params"), priority: try row.decode("priority"),
+            status: try row.decode("status"), retryCount: try row.decode("retry_count"), maxRetries: try row.decode("max_retries"),
+            attempt: try row.decode("attempt"), timeout: try row.decode("timeout_s"), nextAttemptAt: try row.decode("next_attempt_at"),
+            workerID: try row.decode("worker_id"), createdAt: try row.decode("created_at"), startedAt: try row.decode("started_at"),
+            heartbeatAt: try row.decode("heartbeat_at"), deadlineAt: try row.decode("deadline_at"),
+            finishedAt: try row.decode("finished_at"), errorMessage: try row.decode("error_message"),
+            errors: try row.decodeJSON("errors"), idempotencyKey: try row.decode("idempotency_key"))
+    }
+
+    /// One row of a batch insert, sent inside a single `jsonb` parameter.
+    struct InsertRow: Encodable, Sendable {
+        var ord: Int
+        var id: UUID
+        var kind: String
+        var params: [String: JSONValue]
+        var priority: String
+        var max_retries: Int
+        var timeout_ms: Int64
+        var backoff_base_ms: Int64?
+        var backoff_cap_ms: Int64?
+        var backoff_jitter: Double?
+        var idempotency_key: String?
+    }
+
+    static func insertRow(_ spec: JobSpec, id: UUID, ord: Int) -> InsertRow {
+        InsertRow(
+            ord: ord, id: id, kind: spec.kind, params: spec.params, priority: spec.priority.rawValue,
+            max_retries: spec.maxRetries, timeout_ms: spec.timeout.milliseconds,
+            backoff_base_ms: spec.backoff?.base.milliseconds, backoff_cap_ms: spec.backoff?.cap.milliseconds,
+            backoff_jitter: spec.backoff?.jitter, idempotency_key: spec.idempotencyKey)
+    }
+
+    /// The recordset columns shared by the single and batch inserts.
+    private static let recordColumns = """
+        x.id, x.kind, x.params, x.priority::job_priority, x.max_retries,
+        x.timeout_ms * interval '1 millisecond',
+        x.backoff_base_ms * interval '1 millisecond', x.backoff_cap_ms * interval '1 millisecond',
+        x.backoff_jitter, x.idempotency_key
+        """
+    private static let recordType = """
+        x(ord int, id uuid, kind text, params jsonb, priority text, max_retries int, timeout_ms bigint,
+          backoff_base_ms bigint, backoff_cap_ms bigint, backoff_jitter float8, idempotency_key text)
+        """
+
+    /// Inserts one job; with an idempotency key already used in the conversation, returns
+    /// the earlier job instead (`inserted` false). Wakes idle workers at commit.
+    static func insertJob(_ row: InsertRow, conversationID: UUID, channel: String, notify: Bool) -> PGQuery {
+        """
+        WITH ins AS (
+            INSERT INTO jobs (conversation_id, id, kind, params, priority, max_retries, timeout,
+                              backoff_base, backoff_cap, backoff_jitter, idempotency_key)
+            SELECT \(conversationID), \(unsafeSQL: recordColumns)
+            FROM jsonb_to_record(\(PGJSON(row))::jsonb) AS \(unsafeSQL: recordType)
+            ON CONFLICT (conversation_id, idempotency_key) DO NOTHING
+            RETURNING *
+        )
+        SELECT \(unsafeSQL: jobColumns), true AS inserted,
+               CASE WHEN \(notify) THEN (SELECT pg_notify(\(channel), 'job')) END AS notified
+        FROM ins j
+        UNION ALL
+        SELECT \(unsafeSQL: jobColumns), false, NULL
+        FROM jobs j
+        WHERE j.conversation_id = \(conversationID) AND j.idempotency_key = \(row.idempotency_key)
+          AND NOT EXISTS (SELECT 1 FROM ins)
+        """
+    }
+
+    /// Inserts a batch row and all its jobs in one statement (so one round trip and one
+    /// transaction): the jobs travel as one `jsonb` array, never as one parameter per value.
+    static func insertBatch(
+        batchID: UUID, conversationID: UUID, idempotencyKey: String?, rows: [InsertRow], channel: String, notify: Bool
+    ) -> PGQuery {
+        """
+        WITH batch AS (
+            INSERT INTO batches (id, conversation_id, job_count, idempotency_key)
+            VALUES (\(batchID), \(conversationID), \(rows.count), \(idempotencyKey))
+            RETURNING id
+        ), ins AS (
+            INSERT INTO jobs (conversation_id, batch_id, id, kind, params, priority, max_retries, timeout,
+                              backoff_base, backoff_cap, backoff_jitter, idempotency_key)
+            SELECT \(conversationID), (SELECT id FROM batch), \(unsafeSQL: recordColumns)
+            FROM jsonb_to_recordset(\(PGJSON(rows))::jsonb) AS \(unsafeSQL: recordType)
+            ORDER BY x.ord
+            RETURNING id
+        )
+        SELECT count(*) AS inserted, CASE WHEN \(notify) THEN (SELECT pg_notify(\(channel), 'batch')) END AS notified
+        FROM ins
+        """
+    }
+
+    /// The job ids of an existing batch, for an idempotent batch resubmit.
+    static func batchByIdempotencyKey(conversationID: UUID, key: String) -> PGQuery {
+        """
+        SELECT b.id AS batch_id, array_agg(j.id ORDER BY j.seq) AS job_ids
+        FROM batches b JOIN jobs j ON j.batch_id = b.id
+        WHERE b.conversation_id = \(conversationID) AND b.idempotency_key = \(key)
+        GROUP BY b.id
+        """
+    }
+
+    /// One job by primary key.
+    static func job(id: UUID) -> PGQuery {
+        "SELECT \(unsafeSQL: jobColumns) FROM jobs j WHERE j.id = \(id)"
+    }
+
+    /// Jobs filtered by conversation, batch and status, newest first. Planned per call (not
+    /// prepared) so each filter combination gets the plan of its index.
+    static func list(conversationID: UUID?, batchID: UUID?, status: JobStatus?, limit: Int) -> PGQuery {
+        var query: PGQuery = """
+            SELECT \(unsafeSQL: jobColumns) FROM jobs j
+            WHERE (\(conversationID)::uuid IS NULL OR j.conversation_id = \(conversationID)::uuid)
+              AND (\(batchID)::uuid IS NULL OR j.batch_id = \(batchID)::uuid)
+              AND (\(status)::job_status IS NULL OR j.status = \(status)::job_status)
+            ORDER BY j.created_at DESC, j.seq DESC
+            LIMIT \(limit)
+            """
+        query.prepare = false
+        return query
+    }
+
+    /// Counts per status of a batch's jobs.
+    static func batchProgress(batchID: UUID) -> PGQuery {
+        """
+        SELECT b.id, b.conversation_id, b.job_count, b.created_at, j.status::text AS status, count(j.id) AS n
+        FROM batches b LEFT JOIN jobs j ON j.batch_id = b.id
+        WHERE b.id = \(batchID)
+        GROUP BY b.id, b.conversation_id, b.job_count, b.created_at, j.status
+        """
+    }
+
+    /// The queue position of one job: folded minute and second counts, the exact count in the
+    /// job's own second, minus retries ahead that still wait out their backoff. See migration
+    /// 0002 for how the counts are kept.
+    static func position(id: UUID) -> PGQuery {
+        """
+        WITH me AS (
+            SELECT id, status, priority, created_at, seq,
+                   date_trunc('second', created_at) AS sec, date_trunc('minute', created_at) AS min
+            FROM jobs WHERE id = \(id)
+        ), minutes AS (
+            SELECT coalesce(sum(c.n) FILTER (WHERE c.priority < me.priority), 0) AS higher,
+                   coalesce(sum(c.n) FILTER (WHERE c.priority = me.priority), 0) AS same
+            FROM me JOIN job_counts_minute c
+              ON c.metric = 0 AND (c.priority < me.priority OR (c.priority = me.priority AND c.minute < me.min))
+        ), seconds AS (
+            SELECT coalesce(sum(c.n), 0) AS same
+            FROM me JOIN job_counts_second c
+              ON c.metric = 0 AND c.priority = me.priority AND c.second >= me.min AND c.second < me.sec
+        ), deltas AS (
+            SELECT coalesce(sum(d.n) FILTER (WHERE d.priority < me.priority), 0) AS higher,
+                   coalesce(sum(d.n) FILTER (WHERE d.priority = me.priority), 0) AS same
+            FROM me JOIN job_count_deltas d
+              ON d.metric = 0 AND (d.priority < me.priority OR (d.priority = me.priority AND d.second < me.sec))
+        ), exact AS (
+            SELECT count(*) AS same
+            FROM me JOIN jobs j
+              ON j.status = 'pending' AND j.priority = me.priority AND j.created_at >= me.sec
+             AND (j.created_at, j.seq) < (me.created_at, me.seq)
+        ), waiting AS (
+            SELECT count(*) FILTER (WHERE j.priority < me.priority) AS higher, count(*) AS total
+            FROM me JOIN jobs j
+              ON j.status = 'pending' AND j.retry_count > 0 AND j.next_attempt_at > now()
+             AND (j.priority, j.created_at, j.seq) < (me.priority, me.created_at, me.seq)
+        ), rate AS (
+            SELECT (coalesce((SELECT sum(n) FROM job_counts_second WHERE metric = 1 AND second >= now() - interval '60 seconds'), 0)
+                  + coalesce((SELECT sum(n) FROM job_count_deltas WHERE metric = 1 AND second >= now() - interval '60 seconds'), 0)
+                   )::float8 / 60 AS per_second
+        )
+        SELECT me.id, me.status,
+               (minutes.higher + deltas.higher - waiting.higher)::bigint AS ahead_higher,
+               (minutes.higher + minutes.same + seconds.same + deltas.higher + deltas.same + exact.same - waiting.total)::bigint AS position,
+               rate.per_second
+        FROM me, minutes, seconds, deltas, exact, waiting, rate
+        """
+    }
+
+    /// The exact position by brute force (tests and `--exact` checks compare against it).
+    static func positionBruteForce(id: UUID) -> PGQuery {
+        """
+        SELECT count(*) AS position, count(*) FILTER (WHERE j.priority < me.priority) AS ahead_higher
+        FROM jobs me JOIN jobs j
+          ON j.status = 'pending' AND j.next_attempt_at <= now()
+         AND (j.priority, j.created_at, j.seq) < (me.priority, me.created_at, me.seq)
+        WHERE me.id = \(id)
+        """
+    }
+
+    /// Folds the count deltas into the per-second and per-minute tables, in one statement.
+    static func foldCounts() -> PGQuery {
+        """
+        WITH moved AS (
+            DELETE FROM job_count_deltas RETURNING metric, priority, second, n
+        ), per_second AS (
+            SELECT metric, priority, second, sum(n)::bigint AS n FROM moved GROUP BY 1, 2, 3
+        ), seconds AS (
+            INSERT INTO job_counts_second AS c (metric, priority, second, n)
+            SELECT metric, priority, second, n FROM per_second
+            ON CONFLICT (metric, priority, second) DO UPDATE SET n = c.n + excluded.n
+        ), minutes AS (
+            INSERT INTO job_counts_minute AS c (metric, priority, minute, n)
+            SELECT metric, priority, date_trunc('minute', second), sum(n) FROM per_second GROUP BY 1, 2, 3
+            ON CONFLICT (metric, priority, minute) DO UPDATE SET n = c.n + excluded.n
+        )
+        SELECT count(*) AS folded FROM moved
+        """
+    }
+
+    /// Drops count rows that are zero (pending) or older than the reporting window (completions).
+    static func trimCounts() -> PGQuery {
+        """
+        WITH s AS (
+            DELETE FROM job_counts_second
+            WHERE (metric = 0 AND n = 0) OR (metric = 1 AND second < now() - interval '1 day')
+        )
+        DELETE FROM job_counts_minute
+        WHERE (metric = 0 AND n = 0) OR (metric = 1 AND minute < now() - interval '30 days')
+        """
+    }
+
+    /// Claims up to `limit` due jobs of the given kinds for one worker, in claim order, in one
+    /// statement. `SKIP LOCKED` makes concurrent claimers pass over each other's rows instead
+    /// of waiting; the CTE is an optimisation fence so the planner cannot re-run the locking
+    /// subquery per row. The claim counts the attempt, so a job that kills its worker every
+    /// time still runs out of retries.
+    static func claim(workerID: String, kinds: [String], limit: Int) -> PGQuery {
+        """
+        WITH picked AS MATERIALIZED (
+            SELECT id FROM jobs
+            WHERE status = 'pending' AND next_attempt_at <= now() AND kind = ANY(\(kinds)::text[])
+            ORDER BY priority, created_at, seq
+            LIMIT \(limit)
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE jobs j
+        SET status = 'running', attempt = j.attempt + 1, worker_id = \(workerID),
+            started_at = now(), heartbeat_at = now(), deadline_at = now() + j.timeout
+        FROM picked
+        WHERE j.id = picked.id
+        RETURNING \(unsafeSQL: jobColumns), now() AS db_now,
+                  extract(epoch FROM j.deadline_at - now())::float8 AS remaining_s
+        """
+    }
+
+    /// Marks attempts completed; only rows still running under that attempt change.
+    static func complete(ids: [UUID], attempts: [Int]) -> PGQuery {
+        """
+        UPDATE jobs j
+        SET status = 'completed', finished_at = now(), heartbeat_at = now()
+        FROM unnest(\(ids)::uuid[], \(attempts)::int[]) AS c(id, attempt)
+        WHERE j.id = c.id AND j.attempt = c.attempt AND j.status = 'running'
+        RETURNING j.id
+        """
+    }
+
+    /// Records a failed attempt: back to pending with backoff while retries are left and the
+    /// failure is retryable, else `error`. A timeout is final and says so in the message.
+    static func fail(
+        id: UUID, attempt: Int, message: String, permanent: Bool, timedOut: Bool, backoff: RetryBackoff
+    ) -> PGQuery {
+        """
+        WITH f AS (
+            SELECT j.id,
+                   (\(permanent) OR \(timedOut) OR j.retry_count >= j.max_retries) AS final,
+                   CASE WHEN \(timedOut) THEN 'timed out after ' || round(extract(epoch FROM j.timeout))::bigint || ' s'
+                        ELSE \(message) END AS msg
+            FROM jobs j
+            WHERE j.id = \(id) AND j.attempt = \(attempt) AND j.status = 'running'
+        )
+        UPDATE jobs j
+        SET status = CASE WHEN f.final THEN 'error'::job_status ELSE 'pending'::job_status END,
+            retry_count = CASE WHEN f.final THEN j.retry_count ELSE j.retry_count + 1 END,
+            next_attempt_at = CASE WHEN f.final THEN j.next_attempt_at ELSE now() + \(unsafeSQL: backoffExpression(backoff)) END,
+            finished_at = CASE WHEN f.final THEN now() END,
+            error_message = left(f.msg, 2000),
+            errors = j.errors || jsonb_build_object('attempt', j.attempt, 'at', now(), 'message', left(f.msg, 2000), 'worker', j.worker_id)
+        FROM f
+        WHERE j.id = f.id AND j.attempt = \(attempt) AND j.status = 'running'
+        RETURNING j.status, j.retry_count, j.next_attempt_at, j.error_message
+        """
+    }
+
+    /// `least(cap, base · 2^retry_count) · (1 ± jitter)`, per-job overrides first. The queue's
+    /// values are numbers the engine formats, never user text.
+    static func backoffExpression(_ b: RetryBackoff) -> String {
+        let base = "coalesce(j.backoff_base, interval '\(b.base.milliseconds) milliseconds')"
+        let cap = "coalesce(j.backoff_cap, interval '\(b.cap.milliseconds) milliseconds')"
+        let jitter = "coalesce(j.backoff_jitter, \(b.jitter.isFinite ? b.jitter : 0))"
+        return "least(\(cap), \(base) * power(2, least(j.retry_count, 40))) * (1 + \(jitter) * (2 * random() - 1))"
+    }
+
+    /// Gives an attempt back without charging a retry (graceful shutdown).
+    static func release(id: UUID, attempt: Int) -> PGQuery {
+        """
+        UPDATE jobs SET status = 'pending', next_attempt_at = now()
+        WHERE id = \(id) AND attempt = \(attempt) AND status = 'running'
+        RETURNING id
+        """
+    }
+
+    /// Heartbeats a worker's running attempts and its registry row in one round trip; the
+    /// ids returned are the attempts it still owns (a missing one was rescued or cancelled).
+    static func heartbeat(workerID: String, ids: [UUID], attempts: [Int]) -> PGQuery {
+        """
+        WITH w AS (
+            UPDATE workers SET last_seen_at = now() WHERE id = \(workerID)
+        )
+        UPDATE jobs j SET heartbeat_at = now()
+        FROM unnest(\(ids)::uuid[], \(attempts)::int[]) AS h(id, attempt)
+        WHERE j.id = h.id AND j.attempt = h.attempt AND j.status = 'running' AND j.worker_id = \(workerID)
+        RETURNING j.id
+        """
+    }
+
+    /// Registers a worker process.
+    static func registerWorker(id: String, host: String, pid: Int, concurrency: Int, kinds: [String]) -> PGQuery {
+        """
+        INSERT INTO workers (id, host, pid, concurrency, kinds) VALUES (\(id), \(host), \(pid), \(concurrency), \(kinds)::text[])
+        ON CONFLICT (id) DO UPDATE SET last_seen_at = now(), stopped_at = NULL
+        """
+    }
+
+    static func stopWorker(id: String) -> PGQuery {
+        "UPDATE workers SET stopped_at = now(), last_seen_at = now() WHERE id = \(id)"
+    }
+
+    /// Takes the fleet-wide sweep lock for the rest of the transaction, if no other process
+    /// holds it: one process at a time sweeps and folds counts.
+    static func trySweepLock() -> PGQuery {
+        "SELECT pg_try_advisory_xact_lock(hashtext('imagejobs.sweep'), hashtext(current_schema())) AS ok"
+    }
+
+    /// Rescues running jobs whose worker stopped heartbeating (`lease`) or that ran far past
+    /// their deadline (`grace`). Run under ``trySweepLock()``; staleness counts from the later of the heartbeat and the server's start, so a
+    /// short database restart rescues nothing; each row is re-checked under its lock.
+    static func rescue(lease: Duration, grace: Duration, backoff: RetryBackoff, limit: Int) -> PGQuery {
+        """
+        WITH stale AS MATERIALIZED (
+            SELECT j.id, j.attempt,
+                   now() > j.deadline_at + \(grace.milliseconds) * interval '1 millisecond' AS overdue
+            FROM jobs j
+            WHERE j.status = 'running'
+              AND (now() - greatest(j.heartbeat_at, pg_postmaster_start_time()) > \(lease.milliseconds) * interval '1 millisecond'
+                   OR now() > j.deadline_at + \(grace.milliseconds) * interval '1 millisecond')
+            ORDER BY j.heartbeat_at
+            LIMIT \(limit)
+            FOR UPDATE OF j SKIP LOCKED
+        ), decided AS (
+            SELECT s.id, s.attempt, s.overdue, (s.overdue OR j.retry_count >= j.max_retries) AS final,
+                   CASE WHEN s.overdue THEN 'timed out after ' || round(extract(epoch FROM j.timeout))::bigint || ' s'
+                        ELSE 'worker lost: no heartbeat from ' || coalesce(j.worker_id, 'unknown worker') END AS msg
+            FROM stale s JOIN jobs j ON j.id = s.id
+        )
+        UPDATE jobs j
+        SET status = CASE WHEN d.final THEN 'error'::job_status ELSE 'pending'::job_status END,
+            retry_count = CASE WHEN d.final THEN j.retry_count ELSE j.retry_count + 1 END,
+            next_attempt_at = CASE WHEN d.final THEN j.next_attempt_at ELSE now() + \(unsafeSQL: backoffExpression(backoff)) END,
+            finished_at = CASE WHEN d.final THEN now() END,
+            error_message = d.msg,
+            errors = j.errors || jsonb_build_object('attempt', j.attempt, 'at', now(), 'message', d.msg, 'worker', j.worker_id)
+        FROM decided d
+        WHERE j.id = d.id AND j.attempt = d.attempt AND j.status = 'running'
+        RETURNING j.id, j.status, d.overdue
+        """
+    }
+
+    /// Cancels a pending or running job; a running job's worker hears of it by NOTIFY (and at
+    /// its next heartbeat) and stops it.
+    static func cancel(id: UUID, channel: String) -> PGQuery {
+        """
+        WITH target AS (
+            SELECT id, status AS old_status, worker_id FROM jobs WHERE id = \(id) FOR UPDATE
+        ), done AS (
+            UPDATE jobs j SET status = 'cancelled', finished_at = now()
+            FROM target t
+            WHERE j.id = t.id AND t.old_status IN ('pending', 'running')
+            RETURNING j.id, t.old_status
+        )
+        SELECT t.id, t.old_status::text AS old_status, (done.id IS NOT NULL) AS cancelled,
+               CASE WHEN done.old_status = 'running' THEN (SELECT pg_notify(\(channel), 'cancel:' || t.id::text)) END AS notified
+        FROM target t LEFT JOIN done ON done.id = t.id
+        """
+    }
+
+    /// Cancels every pending or running job of a batch.
+    static func cancelBatch(batchID: UUID, channel: String) -> PGQuery {
+        """
+        WITH done AS (
+            UPDATE jobs SET status = 'cancelled', finished_at = now()
+            WHERE batch_id = \(batchID) AND status IN ('pending', 'running')
+            RETURNING id
+        )
+        SELECT count(*) AS cancelled,
+               (SELECT count(*) FROM batches WHERE id = \(batchID)) AS batches,
+               CASE WHEN count(*) > 0 THEN (SELECT pg_notify(\(channel), 'cancel-batch')) END AS notified
+        FROM done
+        """
+    }
+
+    /// Re-queues a job in `error`: pending now, with a fresh retry budget.
+    static func requeue(id: UUID, channel: String) -> PGQuery {
+        """
+        WITH target AS (SELECT id, status FROM jobs WHERE id = \(id) FOR UPDATE),
+        done AS (
+            UPDATE jobs j SET status = 'pending', retry_count = 0, next_attempt_at = now(), finished_at = NULL
+            FROM target t WHERE j.id = t.id AND t.status = 'error'
+            RETURNING j.id
+        )
+        SELECT t.id, t.status::text AS old_status, (done.id IS NOT NULL) AS requeued,
+               CASE WHEN done.id IS NOT NULL THEN (SELECT pg_notify(\(channel), 'job')) END AS notified
+        FROM target t LEFT JOIN done ON done.id = t.id
+        """
+    }
+
+    /// Which of these jobs were cancelled (a worker checks after a cancel notification).
+    static func cancelledAmong(ids: [UUID]) -> PGQuery {
+        "SELECT id FROM jobs WHERE id = ANY(\(ids)::uuid[]) AND status = 'cancelled'"
+    }
+
+    static func currentSchema() -> PGQuery {
+        "SELECT current_schema() AS schema"
+    }
+}
+
+extension Duration {
+    /// Whole milliseconds.
+    public var milliseconds: Int64 {
+        components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
+    }
+}
+

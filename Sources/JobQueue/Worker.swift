@@ -1,0 +1,623 @@
+import Foundation
+import Logging
+import Postgres
+import ServiceLifecycle
+
+/// A worker's settings. Defaults suit production; tests shorten them.
+public struct WorkerConfiguration: Sendable {
+    /// This process's id in `workers` and `jobs.worker_id`. Defaults to `host:pid:random`.
+    public var id: String
+    /// Jobs run at once. Defaults to 2.
+    public var concurrency: Int = 2
+    /// How often an idle worker looks for jobs when no NOTIFY arrives. Defaults to 1 s.
+    public var pollInterval: Duration = .seconds(1)
+    /// How often running jobs are heartbeated. Defaults to 10 s.
+    public var heartbeatInterval: Duration = .seconds(10)
+    /// A running job whose heartbeat is older than this is rescued by the sweep. Defaults to 60 s.
+    /// The worker itself gives a job up at `lease - 2 × heartbeatInterval` without an
+    /// acknowledged heartbeat (self-fencing), before any sweep can rescue it.
+    public var lease: Duration = .seconds(60)
+    /// How often this process tries to run the sweep (one process runs it at a time). Defaults to 15 s.
+    public var sweepInterval: Duration = .seconds(15)
+    /// How far past its deadline a job may be before the sweep ends it. Defaults to 30 s.
+    public var stuckGrace: Duration = .seconds(30)
+    /// How long running jobs may finish after SIGTERM before they are handed back. Defaults to 30 s.
+    public var shutdownGrace: Duration = .seconds(30)
+    /// The queue's retry backoff (per-job values override it). Defaults to 1 s · 2ⁿ, capped at 1 h.
+    public var backoff = RetryBackoff()
+    /// Whether to LISTEN for wake-ups. Defaults to `true`; turn off behind PgBouncer in
+    /// transaction mode (polling still finds every job).
+    public var listen = true
+    /// Cap on the delay between reconnect attempts while the database is away. Defaults to 5 s.
+    public var maxReconnectDelay: Duration = .seconds(5)
+    /// Most jobs the sweep rescues per statement. Defaults to 500.
+    public var sweepBatch = 500
+
+    public init(id: String? = nil) {
+        let host = ProcessInfo.processInfo.hostName
+        self.id = id ?? "\(host):\(getpid()):\(UUID().uuidString.prefix(8).lowercased())"
+    }
+}
+
+/// Counters a worker keeps (for logs, metrics and tests).
+public struct WorkerCounters: Sendable, Equatable {
+    public var claimed = 0
+    public var completed = 0
+    public var failed = 0
+    public var retried = 0
+    public var timedOut = 0
+    public var rescued = 0
+    /// Writes refused because the attempt was no longer the job's current one.
+    public var staleWrites = 0
+    public var leaseLost = 0
+    public var released = 0
+    public var claimErrors = 0
+}
+
+/// Claims and runs jobs; a ServiceLifecycle `Service`.
+///
+/// It claims only up to its free slots, in one statement; wakes on NOTIFY and polls as a
+/// fallback; heartbeats its running jobs and drops any it no longer owns; runs each job under
+/// its deadline (cancelling the handler and freeing the slot at the deadline even if the
+/// handler ignores cancellation); runs the fleet-wide sweep when it holds the sweep lock; and
+/// survives the database going away, reconnecting with capped, jittered backoff. On graceful
+/// shutdown it stops claiming, lets running jobs finish within the grace period, then cancels
+/// them and hands them back without charging a retry.
+public final class Worker: Service, Sendable {
+    public let configuration: WorkerConfiguration
+    let pool: PGPool
+    let handlers: [String: any JobHandler]
+    let logger: Logger
+    let state = WorkerState()
+
+    public init(pool: PGPool, handlers: [any JobHandler], configuration: WorkerConfiguration, logger: Logger) {
+        precondition(configuration.concurrency >= 1, "concurrency must be at least 1")
+        self.pool = pool
+        var byKind: [String: any JobHandler] = [:]
+        for handler in handlers { byKind[handler.kind] = handler }
+        self.handlers = byKind
+        self.configuration = configuration
+        var logger = logger
+        logger[metadataKey: "worker.id"] = "\(configuration.id)"
+        self.logger = logger
+    }
+
+    /// What the worker has done so far.
+    public var counters: WorkerCounters { state.counters }
+
+    /// Runs until cancelled or gracefully shut down.
+    public func run() async throws {
+        let channel = await resolveChannel()
+        await register()
+        let listener: PGListener? =
+            configuration.listen
+            ? PGListener(configuration: pool.configuration, channels: [channel], logger: logger) : nil
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await self.claimLoop() }
+                group.addTask { await self.heartbeatLoop() }
+                group.addTask { await self.sweepLoop() }
+                if let listener {
+                    group.addTask { await self.consume(listener) }
+                }
+                await group.next()  // the claim loop ends first: on shutdown or cancellation
+                listener?.stop()
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            self.state.beginShutdown()
+        }
+        await finishRunningJobs()
+        _ = try? await pool.query(JobSQL.stopWorker(id: configuration.id).named("JobSQL.stopWorker"))
+        logger.info("worker stopped", metadata: ["worker.completed": "\(state.counters.completed)"])
+    }
+
+    private func resolveChannel() async -> String {
+        var attempt = 0
+        while !Task.isCancelled {
+            do {
+                let row = try await pool.query(JobSQL.currentSchema().named("JobSQL.currentSchema"))[0]
+                return JobQueue.channel(schema: try row.decode("schema"))
+            } catch {
+                attempt += 1
+                logger.warning("database unavailable; retrying", metadata: ["error": "\(error)"])
+                await reconnectDelay(attempt)
+            }
+        }
+        return JobQueue.channel(schema: "public")
+    }
+
+    private func register() async {
+        var attempt = 0
+        let kinds = handlers.keys.sorted()
+        while !Task.isCancelled && !state.isShuttingDown {
+            do {
+                try await pool.query(
+                    JobSQL.registerWorker(
+                        id: configuration.id, host: ProcessInfo.processInfo.hostName, pid: Int(getpid()),
+                        concurrency: configuration.concurrency, kinds: kinds
+                    ).named("JobSQL.registerWorker"))
+                logger.info("worker started", metadata: ["worker.concurrency": "\(configuration.concurrency)", "worker.kinds": "\(kinds.joined(separator: ","))"])
+                return
+            } catch {
+                attempt += 1
+                logger.warning("could not register the worker; retrying", metadata: ["error": "\(error)"])
+                await reconnectDelay(attempt)
+            }
+        }
+    }
+
+    /// Capped, fully jittered exponential backoff: 100 ms · 2ⁿ up to the cap.
+    private func reconnectDelay(_ attempt: Int) async {
+        let capMs = Double(configuration.maxReconnectDelay.milliseconds)
+        let ms = Double.random(in: 0...min(capMs, 100 * pow(2, Double(min(attempt, 20)))))
+        try? await Task.sleep(for: .milliseconds(Int64(max(ms, 20))))
+    }
+
+    // MARK: Claiming
+
+    private func claimLoop() async {
+        let kinds = handlers.keys.sorted()
+        var failures = 0
+        while !Task.isCancelled && !state.isShuttingDown {
+            let free = configuration.concurrency - state.runningCount
+            var claimedAll = false
+            if free > 0 {
+                do {
+                    let rows = try await pool.query(
+                        JobSQL.claim(workerID: configuration.id, kinds: kinds, limit: free).named("JobSQL.claim"))
+                    failures = 0
+                    for row in rows {
+                        let job = try JobSQL.decodeJob(row)
+                        let remaining: Double = try row.decode("remaining_s")
+                        start(ClaimedJob(job: job, remainingSeconds: remaining))
+                    }
+                    claimedAll = rows.count == free
+                } catch {
+                    failures += 1
+                    state.update { $0.claimErrors += 1 }
+                    if failures == 1 || failures % 20 == 0 {
+                        logger.warning("claim failed; retrying", metadata: ["error": "\(error)", "claim.failures": "\(failures)"])
+                    }
+                    await reconnectDelay(failures)
+                    continue
+                }
+            }
+            if claimedAll { continue }  // more may be waiting; go again at once
+            await state.waitForWake(timeout: configuration.pollInterval)
+        }
+    }
+
+    private func consume(_ listener: PGListener) async {
+        for await event in listener {
+            switch event {
+            case .connected:
+                state.wake()
+            case .notification(_, let payload):
+                if payload.hasPrefix("cancel") {
+                    await checkCancelled()
+                } else {
+                    state.wake()
+                }
+            }
+        }
+    }
+
+    /// After a cancel notification: interrupt running jobs that were cancelled.
+    private func checkCancelled() async {
+        let running = state.runningAttempts()
+        guard !running.isEmpty else { return }
+        guard let rows = try? await pool.query(JobSQL.cancelledAmong(ids: running.map(\.0)).named("JobSQL.cancelledAmong"))
+        else { return }
+        for row in rows {
+            if let id: UUID = try? row.decode("id") { state.interrupt(id, reason: .cancelled) }
+        }
+    }
+
+    // MARK: Running one job
+
+    private func start(_ claimed: ClaimedJob) {
+        let job = claimed.job
+        state.update { $0.claimed += 1 }
+        guard let handler = handlers[job.kind] else { return }
+        let execution = Execution()
+        state.add(job.id, attempt: job.attempt, execution: execution)
+        var jobLogger = logger
+        jobLogger[metadataKey: "job.id"] = "\(job.id)"
+        jobLogger[metadataKey: "job.kind"] = "\(job.kind)"
+        jobLogger[metadataKey: "job.attempt"] = "\(job.attempt)"
+        let context = JobContext(logger: jobLogger, pool: pool, workerID: configuration.id)
+        let log = jobLogger
+        // The bookkeeping task is unstructured on purpose: it must outlive a handler that
+        // ignores cancellation, and its writes must not be cut off by that cancellation.
+        Task {
+            let outcome = await self.runWithDeadline(handler, claimed, context: context, execution: execution)
+            await self.record(outcome, for: job, logger: log)
+            self.state.remove(job.id)
+            self.state.wake()
+        }
+    }
+
+    enum Outcome: Sendable {
+        case success(JobResult)
+        case failure(any Error)
+        case timedOut
+        case interrupted(Interruption)
+    }
+
+    enum Interruption: Sendable {
+        /// The job is no longer this attempt's (rescued or cancelled): write nothing.
+        case leaseLost
+        /// Cancelled by a user: its row already says so.
+        case cancelled
+        /// Graceful shutdown ran out of grace: hand the job back.
+        case shutdown
+    }
+
+    private func runWithDeadline(
+        _ handler: any JobHandler, _ claimed: ClaimedJob, context: JobContext, execution: Execution
+    ) async -> Outcome {
+        let handlerTask = Task {
+            do {
+                execution.finish(.success(try await handler.run(claimed, context: context)))
+            } catch {
+                execution.finish(.failure(error))
+            }
+        }
+        execution.setHandler(handlerTask)
+        let remaining = max(0, claimed.remainingSeconds)
+        let timer = Task {
+            try? await Task.sleep(for: .milliseconds(Int64(remaining * 1000)))
+            if !Task.isCancelled { execution.finish(.timedOut) }
+        }
+        let outcome = await execution.outcome()
+        timer.cancel()
+        switch outcome {
+        case .success, .failure: break
+        case .timedOut, .interrupted: handlerTask.cancel()  // not awaited: the slot frees now
+        }
+        return outcome
+    }
+
+    private func record(_ outcome: Outcome, for job: Job, logger: Logger) async {
+        switch outcome {
+        case .success(let result):
+            let done = await writeUntilLeaseLost(logger) { () async throws -> Bool in
+                try await self.pool.withTransaction { conn in
+                    let rows = try await conn.query(JobSQL.complete(ids: [job.id], attempts: [job.attempt]).named("JobSQL.complete"))
+                    guard rows.count == 1 else { return false }
+                    if let store = result.store { try await store(conn) }
+                    return true
+                }
+            }
+            if done == true {
+                state.update { $0.completed += 1 }
+                logger.debug("job completed")
+            } else if done == false {
+                state.update { $0.staleWrites += 1 }
+                logger.info("job completed after its attempt was superseded; result dropped")
+            }
+        case .failure(let error):
+            let failure = error as? JobFailure
+            let cancelled = error is CancellationError
+            let message = Self.truncate(failure?.message ?? (cancelled ? "the handler was cancelled" : "\(error)"))
+            await fail(job, message: message, permanent: failure?.permanent ?? false, timedOut: false, logger: logger)
+        case .timedOut:
+            await fail(job, message: "", permanent: true, timedOut: true, logger: logger)
+        case .interrupted(.shutdown):
+            let released = await writeUntilLeaseLost(logger) { () async throws -> Bool in
+                try await self.pool.query(JobSQL.release(id: job.id, attempt: job.attempt).named("JobSQL.release")).count == 1
+            }
+            if released == true { state.update { $0.released += 1 } }
+            logger.info("job handed back at shutdown")
+        case .interrupted(.leaseLost), .interrupted(.cancelled):
+            state.update { $0.leaseLost += 1 }
+            logger.info("job dropped: the attempt is no longer this worker's")
+        }
+    }
+
+    private func fail(_ job: Job, message: String, permanent: Bool, timedOut: Bool, logger: Logger) async {
+        let result = await writeUntilLeaseLost(logger) { () async throws -> PGRow? in
+            try await self.pool.query(
+                JobSQL.fail(
+                    id: job.id, attempt: job.attempt, message: message, permanent: permanent, timedOut: timedOut,
+                    backoff: self.configuration.backoff
+                ).named("JobSQL.fail")
+            ).first
+        }
+        guard let result else { return }
+        guard let row = result else {
+            state.update { $0.staleWrites += 1 }
+            return
+        }
+        let status = (try? row.decode("status", as: JobStatus.self)) ?? .error
+        state.update {
+            $0.failed += 1
+            if timedOut { $0.timedOut += 1 }
+            if status == .pending { $0.retried += 1 }
+        }
+        logger.info(timedOut ? "job timed out" : status == .pending ? "job failed; retry scheduled" : "job failed for good",
+                    metadata: ["job.status": "\(status.rawValue)"])
+    }
+
+    /// Retries a bookkeeping write while the database is away, for as long as the attempt
+    /// could still be this worker's (its lease); returns `nil` when it gave up.
+    private func writeUntilLeaseLost<T: Sendable>(_ logger: Logger, _ write: @Sendable () async throws -> T) async -> T? {
+        let giveUp = ContinuousClock.now + configuration.lease
+        var attempt = 0
+        while true {
+            do {
+                return try await write()
+            } catch {
+                attempt += 1
+                if ContinuousClock.now >= giveUp {
+                    logger.warning("could not record the job's outcome; the sweep will rescue it", metadata: ["error": "\(error)"])
+                    return nil
+                }
+                await reconnectDelay(attempt)
+            }
+        }
+    }
+
+    static func truncate(_ message: String) -> String {
+        message.count <= 2000 ? message : String(message.prefix(2000)) + "…"
+    }
+
+    // MARK: Heartbeats and the sweep
+
+    private func heartbeatLoop() async {
+        var lastAck = ContinuousClock.now
+        let fence = configuration.lease - configuration.heartbeatInterval * 2
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.heartbeatInterval)
+            if Task.isCancelled { return }
+            let running = state.runningAttempts()
+            let sent = ContinuousClock.now
+            do {
+                let rows = try await pool.query(
+                    JobSQL.heartbeat(workerID: configuration.id, ids: running.map(\.0), attempts: running.map(\.1))
+                        .named("JobSQL.heartbeat"))
+                lastAck = sent
+                let owned = Set(try rows.map { try $0.decode("id", as: UUID.self) })
+                for (id, _) in running where !owned.contains(id) {
+                    state.interrupt(id, reason: .leaseLost)
+                }
+            } catch {
+                logger.warning("heartbeat failed", metadata: ["error": "\(error)"])
+                if ContinuousClock.now - lastAck >= fence {
+                    // Give the jobs up before the sweep can rescue them elsewhere.
+                    for (id, _) in state.runningAttempts() { state.interrupt(id, reason: .leaseLost) }
+                }
+            }
+        }
+    }
+
+    private func sweepLoop() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.sweepInterval)
+            if Task.isCancelled { return }
+            _ = try? await sweepOnce()
+        }
+    }
+
+    /// Runs the sweep now if no other process is: rescues lost and overdue jobs and folds the
+    /// position counts. Returns how many jobs it rescued, or `nil` when another process holds
+    /// the sweep lock.
+    @discardableResult
+    public func sweepOnce() async throws -> Int? {
+        let maintenance = Maintenance(pool: pool, lease: configuration.lease, stuckGrace: configuration.stuckGrace,
+                                      backoff: configuration.backoff, batch: configuration.sweepBatch, logger: logger)
+        let rescued = try await maintenance.runOnce()
+        if let rescued { state.update { $0.rescued += rescued } }
+        return rescued
+    }
+
+    private func finishRunningJobs() async {
+        let deadline = ContinuousClock.now + configuration.shutdownGrace
+        while state.runningCount > 0 && ContinuousClock.now < deadline {
+            await state.waitForWake(timeout: .milliseconds(100))
+        }
+        for (id, _) in state.runningAttempts() { state.interrupt(id, reason: .shutdown) }
+        while state.runningCount > 0 {
+            await state.waitForWake(timeout: .milliseconds(100))
+        }
+    }
+}
+
+/// The fleet-wide maintenance: one process at a time (a transaction-scoped advisory lock).
+public struct Maintenance: Sendable {
+    let pool: PGPool
+    let lease: Duration
+    let stuckGrace: Duration
+    let backoff: RetryBackoff
+    let batch: Int
+    let logger: Logger
+
+    public init(pool: PGPool, lease: Duration, stuckGrace: Duration, backoff: RetryBackoff, batch: Int = 500, logger: Logger) {
+        self.pool = pool
+        self.lease = lease
+        self.stuckGrace = stuckGrace
+        self.backoff = backoff
+        self.batch = batch
+        self.logger = logger
+    }
+
+    /// Rescues stale and overdue jobs (page by page) and folds the position counts; `nil`
+    /// when another process holds the sweep lock.
+    public func runOnce() async throws -> Int? {
+        let result: Int? = try await pool.withTransaction { conn in
+            guard try await conn.query(JobSQL.trySweepLock().named("JobSQL.trySweepLock"))[0].decode("ok", as: Bool.self) else {
+                return nil
+            }
+            var rescued = 0
+            while true {
+                let rows = try await conn.query(
+                    JobSQL.rescue(lease: lease, grace: stuckGrace, backoff: backoff, limit: batch).named("JobSQL.rescue"))
+                rescued += rows.count
+                for row in rows {
+                    let overdue = (try? row.decode("overdue", as: Bool.self)) ?? false
+                    logger.info(overdue ? "sweep ended an overdue job" : "sweep rescued a job from a lost worker",
+                                metadata: ["job.id": "\((try? row.decode("id", as: UUID.self))?.uuidString ?? "?")",
+                                           "job.status": "\((try? row.decode("status", as: String.self)) ?? "?")"])
+                }
+                if rows.count < batch { break }
+            }
+            try await conn.query(JobSQL.foldCounts().named("JobSQL.foldCounts"))
+            try await conn.query(JobSQL.trimCounts().named("JobSQL.trimCounts"))
+            return rescued
+        }
+        return result
+    }
+}
+
+/// One attempt's outcome slot: the first of handler result, deadline or interruption wins.
+final class Execution: @unchecked Sendable {
+    private let lock = NSLock()
+    private var result: Worker.Outcome?
+    private var waiter: CheckedContinuation<Worker.Outcome, Never>?
+    private var handler: Task<Void, Never>?
+
+    func setHandler(_ task: Task<Void, Never>) {
+        lock.lock()
+        handler = task
+        lock.unlock()
+    }
+
+    func finish(_ outcome: Worker.Outcome) {
+        lock.lock()
+        guard result == nil else {
+            lock.unlock()
+            return
+        }
+        result = outcome
+        let waiter = self.waiter
+        self.waiter = nil
+        lock.unlock()
+        waiter?.resume(returning: outcome)
+    }
+
+    func outcome() async -> Worker.Outcome {
+        await withCheckedContinuation { continuation in
+            lock.lock()
+            if let result {
+                lock.unlock()
+                continuation.resume(returning: result)
+            } else {
+                waiter = continuation
+                lock.unlock()
+            }
+        }
+    }
+}
+
+/// The worker's mutable state behind a lock: running attempts, counters and the wake signal.
+final class WorkerState: @unchecked Sendable {
+    private let lock = NSLock()
+    private var running: [UUID: (attempt: Int, execution: Execution)] = [:]
+    private var shuttingDown = false
+    private var pendingWake = false
+    private var waiter: (id: UInt64, continuation: CheckedContinuation<Void, Never>)?
+    private var nextWaiter: UInt64 = 0
+    private var expiredWaiter: UInt64 = 0
+    private(set) var countersStorage = WorkerCounters()
+
+    var counters: WorkerCounters { lock.lock(); defer { lock.unlock() }; return countersStorage }
+    var runningCount: Int { lock.lock(); defer { lock.unlock() }; return running.count }
+    var isShuttingDown: Bool { lock.lock(); defer { lock.unlock() }; return shuttingDown }
+
+    func update(_ body: (inout WorkerCounters) -> Void) {
+        lock.lock()
+        body(&countersStorage)
+        lock.unlock()
+    }
+
+    func beginShutdown() {
+        lock.lock()
+        shuttingDown = true
+        lock.unlock()
+        wake()
+    }
+
+    func add(_ id: UUID, attempt: Int, execution: Execution) {
+        lock.lock()
+        running[id] = (attempt, execution)
+        lock.unlock()
+    }
+
+    func remove(_ id: UUID) {
+        lock.lock()
+        running[id] = nil
+        lock.unlock()
+    }
+
+    func runningAttempts() -> [(UUID, Int)] {
+        lock.lock()
+        defer { lock.unlock() }
+        return running.map { ($0.key, $0.value.attempt) }
+    }
+
+    func interrupt(_ id: UUID, reason: Worker.Interruption) {
+        lock.lock()
+        let execution = running[id]?.execution
+        lock.unlock()
+        execution?.finish(.interrupted(reason))
+    }
+
+    /// Wakes the claim loop (a slot freed, a NOTIFY arrived); wake-ups coalesce.
+    func wake() {
+        lock.lock()
+        if let waiter {
+            self.waiter = nil
+            lock.unlock()
+            waiter.continuation.resume()
+        } else {
+            pendingWake = true
+            lock.unlock()
+        }
+    }
+
+    /// Waits for ``wake()`` or the timeout, whichever is first.
+    func waitForWake(timeout: Duration) async {
+        guard let id = takeWakeOrReserve() else { return }
+        let timer = Task { [weak self] in
+            try? await Task.sleep(for: timeout)
+            self?.timeOut(id)
+        }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            lock.lock()
+            if pendingWake || expiredWaiter == id {
+                pendingWake = false
+                lock.unlock()
+                continuation.resume()
+            } else {
+                waiter = (id, continuation)
+                lock.unlock()
+            }
+        }
+        timer.cancel()
+    }
+
+    /// Consumes a pending wake-up (`nil`), or reserves a waiter id.
+    private func takeWakeOrReserve() -> UInt64? {
+        lock.lock()
+        defer { lock.unlock() }
+        if pendingWake {
+            pendingWake = false
+            return nil
+        }
+        nextWaiter += 1
+        return nextWaiter
+    }
+
+    private func timeOut(_ id: UInt64) {
+        lock.lock()
+        if let waiter, waiter.id == id {
+            self.waiter = nil
+            lock.unlock()
+            waiter.continuation.resume()
+        } else {
+            expiredWaiter = id  // fired before the waiter was registered
+            lock.unlock()
+        }
+    }
+}
