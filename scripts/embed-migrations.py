@@ -35,7 +35,7 @@ for (version, name), sql in sorted(entries.items()):
         if '"""#' in text:
             raise SystemExit(f"{version:04d}_{name}.{direction}.sql contains a raw-string terminator")
         out.append(f'            {direction}: #"""')
-        out.extend(("            " + line) if line else "" for line in text.rstrip("\n").split("\n"))
+        out.extend(("            " + line) if line else "" for line in text.split("\n"))
         out.append('            """#' + ("," if direction == "up" else ""))
     out.append("        ),")
 out += ["    ]", "}", ""]

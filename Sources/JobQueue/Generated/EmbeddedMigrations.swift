@@ -96,6 +96,7 @@ extension Migration {
                 last_seen_at timestamptz NOT NULL DEFAULT now(),
                 stopped_at   timestamptz
             );
+
             """#,
             down: #"""
             -- 0001 create_jobs (down)
@@ -108,6 +109,7 @@ extension Migration {
             DROP TABLE batches;
             DROP TYPE job_status;
             DROP TYPE job_priority;
+
             """#
         ),
         Migration(
@@ -214,6 +216,7 @@ extension Migration {
             SELECT 0, priority, date_trunc('second', created_at), count(*)
             FROM jobs WHERE status = 'pending'
             GROUP BY 2, 3;
+
             """#,
             down: #"""
             -- 0002 queue_position_counts (down)
@@ -230,6 +233,7 @@ extension Migration {
             DROP TABLE job_counts_minute;
             DROP TABLE job_counts_second;
             DROP TABLE job_count_deltas;
+
             """#
         ),
     ]

@@ -1,0 +1,51 @@
+# ImageJobs — run `make help` for the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+SWIFT ?= swift
+BIN_DIR = $(shell $(SWIFT) build --show-bin-path 2>/dev/null)
+
+.PHONY: help deps build test demo db-up db-down migrate bench generate compose-check
+
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+deps: ## Install missing system packages (PostgreSQL server, libpq, zlib, pkg-config).
+	@missing=""; \
+	command -v pkg-config >/dev/null || missing="$$missing pkg-config"; \
+	pkg-config --exists libpq 2>/dev/null || missing="$$missing libpq-dev"; \
+	pkg-config --exists zlib 2>/dev/null || missing="$$missing zlib1g-dev"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql postgresql-contrib"; \
+	command -v python3 >/dev/null || missing="$$missing python3 python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
+	fi
+
+build: deps ## Build the imagejobs binary (debug).
+	$(SWIFT) build
+
+generate: ## Regenerate the embedded migrations from migrations/.
+	python3 scripts/embed-migrations.py
+
+test: deps ## Start a throwaway PostgreSQL, run every test, stop it (even when tests fail).
+	@scripts/test.sh
+
+demo: deps ## Start the local PostgreSQL, migrate, and show the schema status.
+	@scripts/demo.sh
+
+db-up: deps ## Start the local PostgreSQL cluster and print its DATABASE_URL.
+	@scripts/db.sh up
+
+db-down: ## Stop the local PostgreSQL cluster and delete its data.
+	@scripts/db.sh down
+
+migrate: build ## Apply pending migrations to $$DATABASE_URL (or the local cluster).
+	@url=$${DATABASE_URL:-$$(scripts/db.sh up | sed 's/^DATABASE_URL=//')}; \
+	  "$(BIN_DIR)/imagejobs" migrate up --database-url "$$url"
+
+bench: build ## Run the benchmark against the local cluster (quick mode).
+	@echo "the benchmark arrives with the benchmark issue; nothing to run yet"
+
+compose-check: ## Validate docker-compose.yml against the Compose specification and check service commands.
+	@scripts/compose-check.sh

@@ -1,0 +1,76 @@
+import Foundation
+import JobQueue
+import Postgres
+import TestSupport
+import Testing
+
+@Suite("migrations", .enabled(if: TestDatabase.isConfigured))
+struct MigrationTests {
+    @Test("the embedded migrations are exactly the files in migrations/")
+    func embeddedMatchFiles() throws {
+        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../migrations").standardized
+        let onDisk = try Migration.load(directory: dir)
+        #expect(onDisk.map(\.fileStem) == Migration.embedded.map(\.fileStem))
+        #expect(onDisk.map(\.checksum) == Migration.embedded.map(\.checksum), "run `make generate` after editing migrations/")
+        #expect(onDisk.map { SHA256.hex(Array($0.down.utf8)) } == Migration.embedded.map { SHA256.hex(Array($0.down.utf8)) })
+        for m in onDisk {
+            #expect(m.up.hasPrefix("-- \(String(format: "%04d", m.version))"), "\(m.fileStem).up.sql needs its prose header")
+            #expect(m.down.hasPrefix("-- \(String(format: "%04d", m.version))"), "\(m.fileStem).down.sql needs its prose header")
+        }
+    }
+
+    @Test("up, status, down one step, down to 0, up again")
+    func upDownUp() async throws {
+        try await TestDatabase.withSchema { schema in
+            let migrator = Migrator(pool: schema.pool, logger: TestLog.quiet)
+            let dry = try await migrator.up(dryRun: true)
+            #expect(dry.map(\.version) == Migration.embedded.map(\.version))
+            #expect(try await schema.pool.int("SELECT count(*) FROM schema_migrations") == 0)
+            #expect(try await migrator.up().count == Migration.embedded.count)
+            #expect(try await migrator.up().isEmpty)
+            var status = try await migrator.status()
+            #expect(status.allSatisfy { $0.applied && !$0.changed })
+            let last = Migration.embedded.last!.version
+            #expect(try await migrator.down().map(\.version) == [last])
+            status = try await migrator.status()
+            #expect(status.first { $0.version == last }?.applied == false)
+            _ = try await migrator.down(to: 0)
+            #expect(try await schema.pool.int("SELECT count(*) FROM schema_migrations") == 0)
+            #expect(try await schema.pool.int("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'jobs'") == 0)
+            #expect(try await migrator.up().count == Migration.embedded.count)
+            #expect(try await schema.pool.int("SELECT count(*) FROM jobs") == 0)
+        }
+    }
+
+    @Test("an applied migration whose file changed is refused, naming the file")
+    func checksumChanged() async throws {
+        try await TestDatabase.withSchema { schema in
+            try await Migrator(pool: schema.pool, logger: TestLog.quiet).up()
+            var changed = Migration.embedded
+            changed[0].up += "\n-- edited"
+            let error = await #expect(throws: MigrationError.self) {
+                try await Migrator(pool: schema.pool, migrations: changed, logger: TestLog.quiet).up()
+            }
+            #expect(error?.code == .checksumMismatch)
+            #expect(error?.description.contains("0001_create_jobs.up.sql") == true)
+            let status = try await Migrator(pool: schema.pool, migrations: changed, logger: TestLog.quiet).status()
+            #expect(status[0].changed)
+        }
+    }
+
+    @Test("two migrators at once leave exactly one set of applied versions")
+    func concurrentMigrators() async throws {
+        try await TestDatabase.withSchema { schema in
+            let pools = (0..<4).map { _ in schema.makePool(maxConnections: 1) }
+            let applied = try await withThrowingTaskGroup(of: Int.self) { group in
+                for pool in pools {
+                    group.addTask { try await Migrator(pool: pool, logger: TestLog.quiet).up().count }
+                }
+                return try await group.reduce(into: [Int]()) { $0.append($1) }
+            }
+            #expect(applied.sorted() == [0, 0, 0, Migration.embedded.count])
+            #expect(try await schema.pool.int("SELECT count(*) FROM schema_migrations") == Migration.embedded.count)
+            for pool in pools { await pool.close() }
+        }
+    }
+}

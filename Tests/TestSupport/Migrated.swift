@@ -1,0 +1,42 @@
+import Foundation
+import JobQueue
+import Postgres
+
+extension TestDatabase {
+    /// A fresh schema with every migration applied, and a queue client on it.
+    public static func withMigratedSchema<T: Sendable>(_ body: (TestSchema, JobQueue) async throws -> T) async throws -> T {
+        try await withSchema { schema in
+            try await Migrator(pool: schema.pool, logger: TestLog.quiet).up()
+            let queue = JobQueue(pool: schema.pool, logger: TestLog.quiet)
+            return try await body(schema, queue)
+        }
+    }
+}
+
+extension PGPool {
+    /// The single integer a statement returns (test convenience).
+    public func int(_ query: PGQuery) async throws -> Int {
+        try await self.query(query)[0].decode(0, as: Int.self)
+    }
+}
+
+/// Job specs for tests.
+public enum Factory {
+    public static func spec(
+        conversation: UUID = UUID(), kind: String = "test.script", priority: JobPriority = .normal, params: [String: JSONValue] = [:],
+        timeout: Duration = .seconds(300), maxRetries: Int = 3, key: String? = nil
+    ) -> JobSpec {
+        JobSpec(kind: kind, params: params, conversationID: conversation, priority: priority, timeout: timeout,
+                maxRetries: maxRetries, idempotencyKey: key)
+    }
+}
+
+/// Polls `condition` until it holds or `timeout` passes (for waits on other processes).
+public func eventually(timeout: Duration = .seconds(20), _ condition: () async throws -> Bool) async throws -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    return try await condition()
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# `make test`: build, start a throwaway cluster unless DATABASE_URL is set, run every test,
+# and stop the cluster even when the tests fail.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+started=0
+cleanup() { if [ "$started" = 1 ]; then scripts/db.sh down || true; fi; }
+trap cleanup EXIT
+
+if [ -z "${DATABASE_URL:-}" ]; then
+    scripts/db.sh down >/dev/null 2>&1 || true
+    eval "export $(scripts/db.sh up)"
+    started=1
+fi
+echo "tests use $(echo "$DATABASE_URL" | sed -E 's#//([^:@/]+):[^@/]*@#//\1:***@#')"
+
+python3 scripts/embed-migrations.py >/dev/null
+if ! git diff --quiet -- Sources/JobQueue/Generated 2>/dev/null; then
+    echo "Sources/JobQueue/Generated is out of date with migrations/: run 'make generate' and commit" >&2
+    exit 1
+fi
+
+swift build
+IMAGEJOBS_BIN="$(swift build --show-bin-path)/imagejobs"
+export IMAGEJOBS_BIN
+scripts/compose-check.sh
+swift test
