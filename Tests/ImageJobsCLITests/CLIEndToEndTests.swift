@@ -1,0 +1,160 @@
+import Foundation
+import JobQueue
+import Postgres
+import TestSupport
+import Testing
+
+/// Runs the built `imagejobs` binary (`make test` exports its path as IMAGEJOBS_BIN).
+struct CLI {
+    static var binary: String? {
+        let path = ProcessInfo.processInfo.environment["IMAGEJOBS_BIN"]
+        return path.flatMap { FileManager.default.isExecutableFile(atPath: $0) ? $0 : nil }
+    }
+    static var isAvailable: Bool { binary != nil && TestDatabase.isConfigured }
+
+    let databaseURL: String
+
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    func run(_ arguments: [String], stdin: String? = nil) throws -> Result {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CLI.binary!)
+        p.arguments = arguments + ["--database-url", databaseURL]
+        let out = Pipe(), err = Pipe(), input = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = input
+        try p.run()
+        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+        try input.fileHandleForWriting.close()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    func start(_ arguments: [String]) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CLI.binary!)
+        p.arguments = arguments + ["--database-url", databaseURL]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        return p
+    }
+}
+
+let fastWorker = ["worker", "--poll-interval", "0.1", "--heartbeat-interval", "0.3", "--lease", "2", "--sweep-interval", "0.3",
+                  "--shutdown-grace", "1", "--backoff-base", "0.1"]
+
+@Suite("the CLI end to end", .enabled(if: CLI.isAvailable))
+struct CLIEndToEndTests {
+    @Test("submit a batch, run a worker process, every job completes; status, position, list, batch")
+    func batchThroughWorker() async throws {
+        try await TestDatabase.withMigratedSchema { schema, queue in
+            let cli = CLI(databaseURL: schema.connectionString)
+            let conversation = UUID().uuidString.lowercased()
+            let lines = (0..<20).map { i in
+                #"{"conversation_id":"\#(conversation)","prompt":"picture \#(i) of a 'quoted' \"fox\"","priority":"\#(["high", "normal", "low"][i % 3])","width":256,"height":256}"#
+            }
+            let submitted = try cli.run(["submit", "--batch", "-", "--json"], stdin: lines.joined(separator: "\n"))
+            #expect(submitted.status == 0, "\(submitted.stderr)")
+            let batch = try cliDecoder().decode(SubmittedBatch.self, from: Data(submitted.stdout.utf8))
+            #expect(batch.jobIDs.count == 20)
+            let position = try cli.run(["position", batch.jobIDs[19].uuidString, "--json"])
+            #expect(position.status == 0)
+            let p = try cliDecoder().decode(QueuePosition.self, from: Data(position.stdout.utf8))
+            let truth = try await queue.positionByCounting(batch.jobIDs[19])
+            #expect(p.position == truth.position)
+
+            let worker = try cli.start(fastWorker + ["--concurrency", "4"])
+            let done = try await eventually { try await queue.batch(batch.batchID).counts["completed"] == 20 }
+            worker.terminate()
+            worker.waitUntilExit()
+            #expect(done)
+            #expect(worker.terminationStatus == 0)
+
+            let status = try cli.run(["status", batch.jobIDs[0].uuidString, "--json"])
+            let job = try cliDecoder().decode(Job.self, from: Data(status.stdout.utf8))
+            #expect(job.status == .completed)
+            #expect(job.params["prompt"]?.stringValue == "picture 0 of a 'quoted' \"fox\"")
+            let progress = try cli.run(["batch", batch.batchID.uuidString, "--json"])
+            #expect(try cliDecoder().decode(BatchProgress.self, from: Data(progress.stdout.utf8)).isFinished)
+            let list = try cli.run(["list", "--batch", batch.batchID.uuidString, "--status", "completed", "--json"])
+            #expect(try cliDecoder().decode([Job].self, from: Data(list.stdout.utf8)).count == 20)
+        }
+    }
+
+    @Test("a worker killed mid-job has its job rescued and finished by another worker")
+    func killedWorkerRescued() async throws {
+        try await TestDatabase.withMigratedSchema { schema, queue in
+            let cli = CLI(databaseURL: schema.connectionString)
+            // The diagnostic handler exits its process on attempt 1.
+            let id = try await queue.submit(Factory.spec(params: ["crash_attempts": .number(1)])).job.id
+            let a = try cli.start(fastWorker + ["--diagnostic"])
+            a.waitUntilExit()
+            #expect(a.terminationStatus == 3)
+            #expect(try await queue.job(id).status == .running)
+            let b = try cli.start(fastWorker + ["--diagnostic"])
+            let done = try await eventually { try await queue.job(id).status == .completed }
+            b.terminate()
+            b.waitUntilExit()
+            #expect(done)
+            let job = try await queue.job(id)
+            #expect(job.attempt == 2)
+            #expect(job.retryCount == 1)
+            #expect(job.errors.first?.message.hasPrefix("worker lost") == true)
+        }
+    }
+
+    @Test("bad input is refused with a clear message and exit code, and writes nothing")
+    func badInput() async throws {
+        try await TestDatabase.withMigratedSchema { schema, queue in
+            let cli = CLI(databaseURL: schema.connectionString)
+            let c = UUID().uuidString
+            let cases: [([String], String?, Int32, String)] = [
+                (["submit", "--conversation", c, "--prompt", ""], nil, 64, "prompt must not be empty"),
+                (["submit", "--conversation", c, "--prompt", "   "], nil, 64, "prompt must not be empty"),
+                (["submit", "--conversation", c, "--prompt", String(repeating: "x", count: 4001)], nil, 64, "at most 4000 characters"),
+                (["submit", "--conversation", c, "--prompt", "ok", "--width", "100"], nil, 64, "width must be 64–2048 in steps of 8"),
+                (["submit", "--conversation", c, "--prompt", "ok", "--height", "4096"], nil, 64, "height"),
+                (["submit", "--conversation", c, "--prompt", "ok", "--priority", "urgent"], nil, 64, "priority must be high, normal or low"),
+                (["submit", "--conversation", c, "--prompt", "ok", "--timeout", "0"], nil, 64, "timeout must be between"),
+                (["submit", "--conversation", c, "--prompt", "ok", "--max-retries", "26"], nil, 64, "max_retries must be between"),
+                (["submit", "--conversation", "not-a-uuid", "--prompt", "ok"], nil, 64, "is not a UUID"),
+                (["submit", "--batch", "-"], "", 64, "empty"),
+                (["submit", "--batch", "-"], "[{\"conversation_id\":\"\(c)\",\"prompt\":\"a\"},{\"conversation_id\":\"\(UUID())\",\"prompt\":\"b\"}]", 64, "item 1: conversation_id"),
+                (["submit", "--batch", "-"], "{\"conversation_id\":\"\(c)\",\"prompt\":\"a\"}\n{\"conversation_id\":\"\(c)\",\"prompt\":\"b\",\"width\":9}", 64, "item 1: width"),
+                (["submit", "--batch", "-"], "{\"conversation_id\":\"\(c)\",\"prompt\":\"a\",\"colour\":1}", 64, "unknown field"),
+                (["submit", "--batch", "-"], "[{\"conversation_id\":", 64, "not a valid JSON"),
+                (["status", UUID().uuidString], nil, 66, "no job"),
+                (["cancel", UUID().uuidString], nil, 66, "no job"),
+            ]
+            for (args, stdin, code, message) in cases {
+                let r = try cli.run(args, stdin: stdin)
+                #expect(r.status == code, "\(args.prefix(3)): \(r.stderr)")
+                #expect(r.stderr.contains(message), "\(args.prefix(3)): \(r.stderr)")
+            }
+            #expect(try await schema.pool.int("SELECT count(*) FROM jobs") == 0)
+            let unreachable = CLI(databaseURL: "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")
+            #expect(try unreachable.run(["status", UUID().uuidString]).status == 69)
+        }
+    }
+}
+
+/// Decodes the CLI's JSON (dates as ISO 8601 with milliseconds).
+func cliDecoder() -> JSONDecoder {
+    let decoder = JSONDecoder()
+    decoder.dateDecodingStrategy = .custom { d in
+        let text = try d.singleValueContainer().decode(String.self)
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        guard let date = f.date(from: text) else { throw DecodingError.dataCorrupted(.init(codingPath: d.codingPath, debugDescription: text)) }
+        return date
+    }
+    return decoder
+}

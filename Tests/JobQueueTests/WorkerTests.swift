@@ -1,0 +1,121 @@
+import Foundation
+import Postgres
+import ServiceLifecycle
+import TestSupport
+import Testing
+
+@testable import JobQueue
+
+/// A handler whose behaviour the test picks per job through `params.mode`.
+struct ScriptedHandler: JobHandler {
+    let kind = "test.script"
+    func run(_ job: ClaimedJob, context: JobContext) async throws -> JobResult {
+        switch job.job.params["mode"]?.stringValue {
+        case "sleep":
+            try await Task.sleep(for: .milliseconds(job.job.params["ms"]?.intValue ?? 100))
+        case "ignore-cancel":
+            // Blocks its thread on purpose and ignores cancellation.
+            let until = Date().addingTimeInterval(Double(job.job.params["ms"]?.intValue ?? 3000) / 1000)
+            while Date() < until { usleep(20_000) }
+        case "fail-twice":
+            if job.job.attempt <= 2 { throw JobFailure.retryable("attempt \(job.job.attempt) failed") }
+        default:
+            break
+        }
+        return JobResult()
+    }
+}
+
+func fastConfiguration(concurrency: Int = 2) -> WorkerConfiguration {
+    var c = WorkerConfiguration()
+    c.concurrency = concurrency
+    c.pollInterval = .milliseconds(100)
+    c.heartbeatInterval = .milliseconds(300)
+    c.lease = .seconds(3)
+    c.sweepInterval = .milliseconds(300)
+    c.stuckGrace = .seconds(1)
+    c.shutdownGrace = .milliseconds(300)
+    c.backoff = RetryBackoff(base: .milliseconds(100))
+    return c
+}
+
+@Suite("worker", .enabled(if: TestDatabase.isConfigured))
+struct WorkerTests {
+    @Test("a worker runs jobs to completion, retrying failures with backoff")
+    func runsAndRetries() async throws {
+        try await TestDatabase.withMigratedSchema { schema, queue in
+            let ok = try await queue.submit(Factory.spec(params: ["mode": .string("sleep"), "ms": .number(50)])).job.id
+            let flaky = try await queue.submit(Factory.spec(params: ["mode": .string("fail-twice")])).job.id
+            let worker = Worker(pool: schema.makePool(), handlers: [ScriptedHandler()], configuration: fastConfiguration(), logger: TestLog.quiet)
+            let task = Task { try await worker.run() }
+            let done = try await eventually {
+                try await schema.pool.int("SELECT count(*) FROM jobs WHERE status = 'completed'") == 2
+            }
+            task.cancel()
+            _ = await task.result
+            #expect(done)
+            #expect(try await queue.job(ok).status == .completed)
+            let job = try await queue.job(flaky)
+            #expect(job.retryCount == 2)
+            #expect(job.errors.count == 2)
+            #expect(worker.counters.retried == 2)
+        }
+    }
+
+    @Test("a job past its timeout ends in error and a handler ignoring cancellation still frees its slot")
+    func timeoutFreesSlot() async throws {
+        try await TestDatabase.withMigratedSchema { schema, queue in
+            let stuck = try await queue.submit(
+                Factory.spec(params: ["mode": .string("ignore-cancel"), "ms": .number(4000)], timeout: .seconds(1))).job.id
+            let next = try await queue.submit(Factory.spec(params: ["mode": .string("sleep"), "ms": .number(10)])).job.id
+            let worker = Worker(pool: schema.makePool(), handlers: [ScriptedHandler()], configuration: fastConfiguration(concurrency: 1), logger: TestLog.quiet)
+            let task = Task { try await worker.run() }
+            // With one slot, the second job can only run once the first one's slot is freed.
+            let done = try await eventually(timeout: .seconds(10)) {
+                try await queue.job(next).status == .completed
+            }
+            #expect(done)
+            let job = try await queue.job(stuck)
+            #expect(job.status == .error)
+            #expect(job.errorMessage == "timed out after 1 s")
+            // Freed at the deadline, while the handler was still blocked (it runs 4 s).
+            let finished = try #require(try await queue.job(next).finishedAt)
+            #expect(finished.timeIntervalSince(job.startedAt!) < 3.5)
+            task.cancel()
+            _ = await task.result
+        }
+    }
+
+    @Test("graceful shutdown hands running jobs back without charging a retry")
+    func gracefulShutdown() async throws {
+        try await TestDatabase.withMigratedSchema { schema, queue in
+            let id = try await queue.submit(Factory.spec(params: ["mode": .string("sleep"), "ms": .number(30_000)])).job.id
+            let worker = Worker(pool: schema.makePool(), handlers: [ScriptedHandler()], configuration: fastConfiguration(), logger: TestLog.quiet)
+            let group = ServiceGroup(services: [worker], logger: TestLog.quiet)
+            let task = Task { try await group.run() }
+            #expect(try await eventually { try await queue.job(id).status == .running })
+            await group.triggerGracefulShutdown()
+            try await task.value
+            let job = try await queue.job(id)
+            #expect(job.status == .pending)
+            #expect(job.retryCount == 0)
+            #expect(worker.counters.released == 1)
+            #expect(try await schema.pool.int("SELECT count(*) FROM workers WHERE stopped_at IS NOT NULL") == 1)
+        }
+    }
+
+    @Test("cancelling a running job stops it on its worker")
+    func cancelRunning() async throws {
+        try await TestDatabase.withMigratedSchema { schema, queue in
+            let id = try await queue.submit(Factory.spec(params: ["mode": .string("sleep"), "ms": .number(30_000)])).job.id
+            let worker = Worker(pool: schema.makePool(), handlers: [ScriptedHandler()], configuration: fastConfiguration(), logger: TestLog.quiet)
+            let task = Task { try await worker.run() }
+            #expect(try await eventually { try await queue.job(id).status == .running })
+            #expect(try await queue.cancel(id) == .running)
+            #expect(try await eventually(timeout: .seconds(5)) { worker.counters.leaseLost == 1 })
+            #expect(try await queue.job(id).status == .cancelled)
+            task.cancel()
+            _ = await task.result
+        }
+    }
+}
