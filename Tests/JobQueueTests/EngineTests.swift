@@ -348,6 +348,14 @@ struct EngineTests {
                 if round % 2 == 1 { _ = try await sweep.runOnce() }  // some counts folded, some not
                 if round == 3 { try await schema.pool.query("UPDATE jobs SET created_at = created_at - interval '2 minutes' WHERE seq % 5 = 0") }
             }
+            // Retries either still wait (an hour to go) or are due again, so the two counts
+            // below cannot disagree because a 1 s backoff ran out between them.
+            try await schema.pool.query(
+                """
+                UPDATE jobs SET next_attempt_at = CASE WHEN seq % 2 = 0 THEN now() + interval '1 hour' ELSE now() - interval '1 second' END
+                WHERE status = 'pending' AND retry_count > 0
+                """)
+            #expect(try await schema.pool.int("SELECT count(*) FROM jobs WHERE status = 'pending' AND next_attempt_at > now()") > 0)
             var checked = 0
             for id in ids {
                 let p = try await queue.position(id)
