@@ -32,9 +32,15 @@ public struct ImageJobParameters: Sendable, Equatable, Codable {
     public var steps: Int
     public var seed: Int64?
     public var model: String?
+    /// Drill: fail the first N attempts with a retryable error (0–5; for demos and fault drills).
+    public var failAttempts: Int = 0
+    /// Drill: wait this long before generating (0–600,000 ms; shows timeouts in demos).
+    public var delayMilliseconds: Int = 0
 
     public init(prompt: String, negativePrompt: String? = nil, width: Int = 512, height: Int = 512, steps: Int = 30,
-                seed: Int64? = nil, model: String? = nil) {
+                seed: Int64? = nil, model: String? = nil, failAttempts: Int = 0, delayMilliseconds: Int = 0) {
+        self.failAttempts = failAttempts
+        self.delayMilliseconds = delayMilliseconds
         self.prompt = prompt
         self.negativePrompt = negativePrompt
         self.width = width
@@ -46,7 +52,7 @@ public struct ImageJobParameters: Sendable, Equatable, Codable {
 
     enum CodingKeys: String, CodingKey {
         case prompt, width, height, steps, seed, model
-        case negativePrompt = "negative_prompt"
+        case negativePrompt = "negative_prompt", failAttempts = "fail_attempts", delayMilliseconds = "delay_ms"
     }
 
     /// Checks every field; the error names the field and what is allowed, never the prompt.
@@ -70,6 +76,8 @@ public struct ImageJobParameters: Sendable, Equatable, Codable {
         if let seed, !limits.seedRange.contains(seed) {
             throw fail("seed", "seed must be \(limits.seedRange.lowerBound)–\(limits.seedRange.upperBound), got \(seed)")
         }
+        if !(0...5).contains(failAttempts) { throw fail("fail_attempts", "fail_attempts must be 0–5, got \(failAttempts)") }
+        if !(0...600_000).contains(delayMilliseconds) { throw fail("delay_ms", "delay_ms must be 0–600000, got \(delayMilliseconds)") }
         if let model {
             if !limits.modelLength.contains(model.count) || model.range(of: "^[A-Za-z0-9][A-Za-z0-9._:/-]*$", options: .regularExpression) == nil {
                 throw fail("model", "model must be 1–\(limits.modelLength.upperBound) characters of letters, digits and . _ : / -")
@@ -105,6 +113,8 @@ public struct ImageJobParameters: Sendable, Equatable, Codable {
         if let negativePrompt { o["negative_prompt"] = .string(negativePrompt) }
         if let seed { o["seed"] = .number(Double(seed)) }
         if let model { o["model"] = .string(model) }
+        if failAttempts != 0 { o["fail_attempts"] = .number(Double(failAttempts)) }
+        if delayMilliseconds != 0 { o["delay_ms"] = .number(Double(delayMilliseconds)) }
         return o
     }
 
@@ -128,5 +138,7 @@ public struct ImageJobParameters: Sendable, Equatable, Codable {
             return Int64(i)
         }
         self.model = json["model"]?.stringValue
+        self.failAttempts = try int("fail_attempts", 0)
+        self.delayMilliseconds = try int("delay_ms", 0)
     }
 }

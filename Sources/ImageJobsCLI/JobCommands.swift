@@ -69,8 +69,10 @@ extension ImageJobsCommand {
 
         func run() async throws {
             try await runCommand {
-                let job = try await database.queue().job(try parseUUID(id, field: "id"))
-                if json { return try printJSON(job) }
+                let queue = try database.queue()
+                let job = try await queue.job(try parseUUID(id, field: "id"))
+                let result = try await JobResults.info(job.id, pool: queue.pool)
+                if json { return try printJSON(JobWithResult(job: job, result: result)) }
                 var rows: [[String]] = [
                     ["id", job.id.uuidString.lowercased()], ["status", job.status.rawValue], ["priority", job.priority.rawValue],
                     ["kind", job.kind], ["conversation", job.conversationID.uuidString.lowercased()],
@@ -83,6 +85,10 @@ extension ImageJobsCommand {
                 if let d = job.finishedAt { rows.append(["finished_at", ISO8601.format(d)]) }
                 if let w = job.workerID { rows.append(["worker_id", w]) }
                 if let e = job.errorMessage { rows.append(["error_message", e]) }
+                if let r = result {
+                    rows.append(["result", "\(r.width ?? 0)×\(r.height ?? 0) \(r.contentType), \(r.byteSize) bytes, \(r.backend), \(r.generationMilliseconds) ms"])
+                    rows.append(["result_sha256", r.sha256])
+                }
                 print(table(["field", "value"], rows))
             }
         }
@@ -266,5 +272,18 @@ enum BatchFile {
             timeout: try number("timeout") ?? 300, maxRetries: Int(try integer("max_retries") ?? 3),
             idempotencyKey: try string("idempotency_key"), kind: defaults.kind)
         return try input.spec(index: i)
+    }
+}
+
+/// `status --json`: the job's fields plus `result` (the stored image's metadata, or null).
+struct JobWithResult: Encodable {
+    var job: Job
+    var result: JobResultInfo?
+
+    func encode(to encoder: any Encoder) throws {
+        try job.encode(to: encoder)
+        enum Key: String, CodingKey { case result }
+        var c = encoder.container(keyedBy: Key.self)
+        try c.encode(result, forKey: .result)
     }
 }

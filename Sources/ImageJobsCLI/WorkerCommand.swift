@@ -13,8 +13,14 @@ struct WorkerCommand: AsyncParsableCommand {
         commandName: "worker", abstract: "Run jobs until SIGTERM/SIGINT (running jobs then finish within the grace period).")
     @OptionGroup var database: DatabaseOptions
     @Option(help: "Jobs run at once.") var concurrency: Int = 2
-    @Option(help: "Image backend: record (validates and records the parameters; real generators arrive with the image issue).")
-    var generator: String = ProcessInfo.processInfo.environment["IMAGEJOBS_GENERATOR"] ?? "record"
+    @Option(help: "Image backend: procedural (offline, default), automatic1111, openai or command ($IMAGEJOBS_GENERATOR).")
+    var generator: String = ProcessInfo.processInfo.environment["IMAGEJOBS_GENERATOR"] ?? "procedural"
+    @Option(help: "Base URL of the automatic1111 or openai backend ($IMAGEJOBS_GENERATOR_URL).")
+    var generatorURL: String = ProcessInfo.processInfo.environment["IMAGEJOBS_GENERATOR_URL"] ?? ""
+    @Option(help: "Program and arguments of the command backend ($IMAGEJOBS_GENERATOR_COMMAND).")
+    var generatorCommand: String = ProcessInfo.processInfo.environment["IMAGEJOBS_GENERATOR_COMMAND"] ?? ""
+    @Option(help: "Default model of the openai backend.") var generatorModel: String = "gpt-image-1"
+    @Option(help: "Also write each image as <job id>.png into this directory.") var outputDir: String?
     @Option(help: "Seconds between polls when no NOTIFY arrives.") var pollInterval: Double = 1
     @Option(help: "Seconds between heartbeats of running jobs.") var heartbeatInterval: Double = 10
     @Option(help: "Seconds without a heartbeat after which a running job is rescued.") var lease: Double = 60
@@ -29,7 +35,17 @@ struct WorkerCommand: AsyncParsableCommand {
 
     func validate() throws {
         if !(1...1000).contains(concurrency) { throw ValidationError("--concurrency must be 1–1000") }
-        if !["record"].contains(generator) { throw ValidationError("--generator must be record") }
+        if !["procedural", "automatic1111", "openai", "command"].contains(generator) {
+            throw ValidationError("--generator must be procedural, automatic1111, openai or command")
+        }
+        if ["automatic1111", "openai"].contains(generator) {
+            guard let url = URL(string: generatorURL), url.scheme == "http" || url.scheme == "https" else {
+                throw ValidationError("--generator \(generator) needs --generator-url http(s)://host:port (or IMAGEJOBS_GENERATOR_URL)")
+            }
+        }
+        if generator == "command" && generatorCommand.isEmpty {
+            throw ValidationError("--generator command needs --generator-command \"PROGRAM ARGS\" (or IMAGEJOBS_GENERATOR_COMMAND)")
+        }
         if lease <= heartbeatInterval * 2 { throw ValidationError("--lease must be more than twice --heartbeat-interval") }
     }
 
@@ -51,7 +67,10 @@ struct WorkerCommand: AsyncParsableCommand {
             pgConfig.applicationName = "imagejobs-worker"
             let pool = PGPool(
                 configuration: pgConfig, options: .init(maxConnections: maxConnections ?? min(8, concurrency + 2)), logger: logger)
-            var handlers: [any JobHandler] = [RecordingImageHandler()]
+            let imageGenerator = try makeGenerator()
+            var handlers: [any JobHandler] = [
+                ImageJobHandler(generator: imageGenerator, outputDirectory: outputDir.map { URL(fileURLWithPath: $0) })
+            ]
             if diagnostic { handlers.append(DiagnosticHandler(executionLog: executionLog)) }
             let worker = Worker(pool: pool, handlers: handlers, configuration: config, logger: logger)
             let group = ServiceGroup(
@@ -59,6 +78,24 @@ struct WorkerCommand: AsyncParsableCommand {
                     services: [.init(service: worker)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             try await group.run()
             await pool.close()
+        }
+    }
+}
+
+extension WorkerCommand {
+    func makeGenerator() throws -> any ImageGenerator {
+        switch generator {
+        case "automatic1111":
+            return Automatic1111Generator(baseURL: URL(string: generatorURL)!)
+        case "openai":
+            let env = ProcessInfo.processInfo.environment
+            return OpenAIGenerator(
+                baseURL: URL(string: generatorURL)!, apiKey: env["IMAGEJOBS_OPENAI_API_KEY"] ?? env["OPENAI_API_KEY"],
+                defaultModel: generatorModel)
+        case "command":
+            do { return try CommandGenerator(commandLine: generatorCommand) } catch { throw CLIError.badInput("\(error)") }
+        default:
+            return ProceduralGenerator()
         }
     }
 }
@@ -74,23 +111,6 @@ extension LoggingSystem {
             handler.logLevel = Logger.Level(rawValue: level) ?? .info
             return handler
         }
-    }
-}
-
-/// Until the image generators exist: validates an image job's parameters (a permanent
-/// failure when they are invalid) and completes it.
-struct RecordingImageHandler: JobHandler {
-    let kind = JobSpec.defaultKind
-
-    func run(_ job: ClaimedJob, context: JobContext) async throws -> JobResult {
-        do {
-            let parameters = try ImageJobParameters(json: job.job.params)
-            try parameters.validate()
-        } catch {
-            throw JobFailure.permanent("invalid image parameters: \(error)")
-        }
-        context.logger.info("image job received", metadata: ["job.params.bytes": "\(job.job.params.count)"])
-        return JobResult()
     }
 }
 

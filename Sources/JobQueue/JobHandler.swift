@@ -49,3 +49,9 @@ public protocol JobHandler: Sendable {
     /// deadline, when the job is cancelled and at shutdown.
     func run(_ job: ClaimedJob, context: JobContext) async throws -> JobResult
 }
+
+/// Runs blocking or CPU-heavy work (image rendering, a child process) on a thread of its own,
+/// so handlers never block Swift's cooperative pool.
+public func runBlocking<T: Sendable>(name: String, _ body: @escaping @Sendable () -> T) async -> T {
+    await runOnNewThread(name: name, body)
+}

@@ -449,3 +449,29 @@ extension Duration {
     }
 }
 
+
+extension JobSQL {
+    /// Stores a job's result (replacing one from an earlier attempt of the same job).
+    static func storeResult(_ r: JobResultRecord, sha256: String) -> PGQuery {
+        """
+        INSERT INTO job_results (job_id, content_type, bytes, width, height, byte_size, sha256, backend, generation_ms, metadata)
+        VALUES (\(r.jobID), \(r.contentType), \(PGBytes(r.bytes)), \(r.width), \(r.height), \(r.bytes.count), \(sha256),
+                \(r.backend), \(r.generationMilliseconds), \(PGJSON(r.metadata))::jsonb)
+        ON CONFLICT (job_id) DO UPDATE SET
+            content_type = excluded.content_type, bytes = excluded.bytes, width = excluded.width, height = excluded.height,
+            byte_size = excluded.byte_size, sha256 = excluded.sha256, backend = excluded.backend,
+            generation_ms = excluded.generation_ms, metadata = excluded.metadata, created_at = now()
+        """
+    }
+
+    static func resultInfo(jobID: UUID) -> PGQuery {
+        """
+        SELECT content_type, width, height, byte_size, sha256, backend, generation_ms, metadata::text AS metadata, created_at
+        FROM job_results WHERE job_id = \(jobID)
+        """
+    }
+
+    static func resultBytes(jobID: UUID) -> PGQuery {
+        "SELECT bytes FROM job_results WHERE job_id = \(jobID)"
+    }
+}

@@ -282,13 +282,22 @@ public final class Worker: Service, Sendable {
     private func record(_ outcome: Outcome, for job: Job, logger: Logger) async {
         switch outcome {
         case .success(let result):
-            let done = await writeUntilLeaseLost(logger) { () async throws -> Bool in
-                try await self.pool.withTransaction { conn in
-                    let rows = try await conn.query(JobSQL.complete(ids: [job.id], attempts: [job.attempt]).named("JobSQL.complete"))
-                    guard rows.count == 1 else { return false }
-                    if let store = result.store { try await store(conn) }
-                    return true
+            let done: Bool?
+            do {
+                done = try await writeUntilLeaseLost(logger) { () async throws -> Bool in
+                    try await self.pool.withTransaction { conn in
+                        let rows = try await conn.query(JobSQL.complete(ids: [job.id], attempts: [job.attempt]).named("JobSQL.complete"))
+                        guard rows.count == 1 else { return false }
+                        if let store = result.store { try await store(conn) }
+                        return true
+                    }
                 }
+            } catch {
+                // Storing the result failed for a reason a retry of the write won't fix: the
+                // attempt fails (and is retried per the job's policy) instead.
+                logger.warning("could not store the job's result", metadata: ["error": "\(error)"])
+                await fail(job, message: Self.truncate("could not store the result: \(error)"), permanent: false, timedOut: false, logger: logger)
+                return
             }
             if done == true {
                 state.update { $0.completed += 1 }
@@ -305,7 +314,7 @@ public final class Worker: Service, Sendable {
         case .timedOut:
             await fail(job, message: "", permanent: true, timedOut: true, logger: logger)
         case .interrupted(.shutdown):
-            let released = await writeUntilLeaseLost(logger) { () async throws -> Bool in
+            let released = try? await writeUntilLeaseLost(logger) { () async throws -> Bool in
                 try await self.pool.query(JobSQL.release(id: job.id, attempt: job.attempt).named("JobSQL.release")).count == 1
             }
             if released == true { state.update { $0.released += 1 } }
@@ -317,7 +326,7 @@ public final class Worker: Service, Sendable {
     }
 
     private func fail(_ job: Job, message: String, permanent: Bool, timedOut: Bool, logger: Logger) async {
-        let result = await writeUntilLeaseLost(logger) { () async throws -> PGRow? in
+        let result = try? await writeUntilLeaseLost(logger) { () async throws -> PGRow? in
             try await self.pool.query(
                 JobSQL.fail(
                     id: job.id, attempt: job.attempt, message: message, permanent: permanent, timedOut: timedOut,
@@ -341,14 +350,17 @@ public final class Worker: Service, Sendable {
     }
 
     /// Retries a bookkeeping write while the database is away, for as long as the attempt
-    /// could still be this worker's (its lease); returns `nil` when it gave up.
-    private func writeUntilLeaseLost<T: Sendable>(_ logger: Logger, _ write: @Sendable () async throws -> T) async -> T? {
+    /// could still be this worker's (its lease); returns `nil` when it gave up. An error that a
+    /// retry cannot fix (not a connection or transient failure) is thrown at once.
+    private func writeUntilLeaseLost<T: Sendable>(_ logger: Logger, _ write: @Sendable () async throws -> T) async throws -> T? {
         let giveUp = ContinuousClock.now + configuration.lease
         var attempt = 0
         while true {
             do {
                 return try await write()
             } catch {
+                let underlying = (error as? PGTransactionError)?.underlying ?? error
+                guard let pg = underlying as? PGError, pg.isTransient || pg.invalidatesConnection else { throw underlying }
                 attempt += 1
                 if ContinuousClock.now >= giveUp {
                     logger.warning("could not record the job's outcome; the sweep will rescue it", metadata: ["error": "\(error)"])
