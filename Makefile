@@ -31,7 +31,7 @@ generate: ## Regenerate the embedded migrations from migrations/.
 test: deps ## Start a throwaway PostgreSQL, run every test, stop it (even when tests fail).
 	@scripts/test.sh
 
-demo: deps ## Start the local PostgreSQL, migrate, and show the schema status.
+demo: deps ## The end-to-end demo: PostgreSQL, migrations, a batch, two workers, live progress, PNGs in demo-output/
 	@scripts/demo.sh
 
 db-up: deps ## Start the local PostgreSQL cluster and print its DATABASE_URL.

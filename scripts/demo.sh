@@ -1,15 +1,76 @@
 #!/usr/bin/env bash
-# `make demo`: start the local PostgreSQL (unless DATABASE_URL is set), migrate, and show the
-# schema status. Later issues grow this into the end-to-end image generation demo.
+# `make demo`: the whole product in about a minute, with no configuration.
+#
+# Starts the embedded PostgreSQL (unless DATABASE_URL is set), migrates, submits a batch of
+# varied prompts into one conversation plus single jobs of each priority (one fails once to show
+# a retry, one has a 1 s timeout to show a timeout), runs two worker processes with the offline
+# procedural generator, shows live progress, prints the summary and where the PNGs are. Stops
+# everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -q 2>/dev/null || swift build
+out=demo-output
+swift build 2>&1 | grep -E "error|warning: unre|Compiling|Build complete" | tail -n 1 || true
 bin="$(swift build --show-bin-path)/imagejobs"
+
+started_db=0
+workers=()
+cleanup() {
+    for pid in "${workers[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${workers[@]}"; do wait "$pid" 2>/dev/null || true; done
+    if [ "$started_db" = 1 ]; then scripts/db.sh down; fi
+}
+trap cleanup EXIT
+
 if [ -z "${DATABASE_URL:-}" ]; then
     eval "export $(scripts/db.sh up)"
+    started_db=1
 fi
+echo "== database: ${DATABASE_URL}"
 "$bin" migrate up
-"$bin" migrate status
+
+conversation=$(python3 -c 'import uuid; print(uuid.uuid4())')
+rm -rf "$out" && mkdir -p "$out"
+batch_file=$(mktemp)
+python3 - "$conversation" >"$batch_file" <<'PY'
+import json, sys
+c = sys.argv[1]
+prompts = [
+    "a lighthouse on a cliff at dawn", "a red fox asleep in fresh snow", "neon koi in a midnight pond",
+    "a desert caravan under two moons", "an origami crane made of stained glass", "a cozy library inside a tree",
+    "storm clouds over a lavender field", "a tiny robot watering a bonsai", "the northern lights over a frozen lake",
+    "a street market in the rain, watercolor", "a whale swimming through the clouds", "sunflowers in the style of a mosaic",
+]
+for i, p in enumerate(prompts):
+    print(json.dumps({"conversation_id": c, "prompt": p, "seed": i, "width": 512, "height": 512,
+                      "priority": ["normal", "low", "high"][i % 3]}))
+PY
+echo "== submitting a batch of 12 prompts to conversation $conversation"
+"$bin" submit --batch "$batch_file"
+rm -f "$batch_file"
+for priority in high normal low; do
+    "$bin" submit --conversation "$conversation" --prompt "a single $priority-priority painting of a harbor" --priority "$priority" --seed 7
+done
+echo "== one job that fails its first attempt (watch it retry after 1 s):"
+"$bin" submit --conversation "$conversation" --prompt "a phoenix rising, second try" --fail-attempts 1 --priority high
+echo "== one job with a 1 s timeout that needs 3 s (watch it time out):"
+"$bin" submit --conversation "$conversation" --prompt "a very slow painting" --timeout 1 --delay-ms 3000 --max-retries 0
+
+echo "== starting 2 worker processes (concurrency 2 each, procedural generator)"
+for n in 1 2; do
+    "$bin" worker --concurrency 2 --output-dir "$out" --poll-interval 0.2 --log-level error &
+    workers+=($!)
+done
+
+echo "== progress (per-status counts and the positions of the next waiting jobs):"
+"$bin" watch --conversation "$conversation" --until-done --interval 0.5 --timeout 120
+
 echo
-echo "The local cluster keeps running for you: DATABASE_URL=$DATABASE_URL"
-echo "Stop it with: make db-down"
+echo "== summary"
+"$bin" list --conversation "$conversation" --limit 100
+echo
+completed=$("$bin" list --conversation "$conversation" --status completed --limit 100 --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+pngs=$(ls "$out"/*.png 2>/dev/null | wc -l)
+echo "$completed jobs completed; $pngs PNG files written to $out/"
+for job in $("$bin" list --conversation "$conversation" --status error --json | python3 -c 'import json,sys; [print(j["id"]) for j in json.load(sys.stdin)]'); do
+    "$bin" status "$job" | grep -E '^(id|status|error_message) '
+done

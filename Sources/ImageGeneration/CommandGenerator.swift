@@ -101,6 +101,8 @@ final class ChildProcess: @unchecked Sendable {
 
     /// Blocking: runs on a thread of its own.
     func run(_ arguments: [String], stdin: [UInt8], timeout: Double) -> Result {
+        // A program that exits without reading its input must not kill this process with SIGPIPE.
+        signal(SIGPIPE, SIG_IGN)
         var inPipe: [Int32] = [0, 0], outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0]
         guard pipe(&inPipe) == 0, pipe(&outPipe) == 0, pipe(&errPipe) == 0 else { return .failedToStart("pipe failed") }
         var actions = posix_spawn_file_actions_t()

@@ -9,6 +9,13 @@ public struct ImageRequest: Sendable, Equatable {
     public var parameters: ImageJobParameters
     /// Seconds until the job's deadline; backends bound their own timeouts by it.
     public var remainingSeconds: Double
+
+    public init(jobID: UUID, attempt: Int, parameters: ImageJobParameters, remainingSeconds: Double) {
+        self.jobID = jobID
+        self.attempt = attempt
+        self.parameters = parameters
+        self.remainingSeconds = remainingSeconds
+    }
 }
 
 /// A generated image.

@@ -22,6 +22,8 @@ extension ImageJobsCommand {
         @Option(help: "Retries after a failed attempt (0–25).") var maxRetries: Int = 3
         @Option(help: "A key that makes a retried submit return the first job.") var idempotencyKey: String?
         @Option(help: "A batch file, or - for standard input.") var batch: String?
+        @Option(help: "Drill: fail the first N attempts (0–5), to see retries.") var failAttempts: Int = 0
+        @Option(help: "Drill: wait this many milliseconds before generating, to see timeouts.") var delayMs: Int = 0
         @Option(help: .hidden) var kind: String = JobSpec.defaultKind
         @Flag(help: "Print JSON.") var json = false
 
@@ -48,7 +50,7 @@ extension ImageJobsCommand {
                 let input = JobInput(
                     conversationID: conversationID,
                     image: ImageJobParameters(prompt: prompt ?? "", negativePrompt: negativePrompt, width: width, height: height,
-                                              steps: steps, seed: seed, model: model),
+                                              steps: steps, seed: seed, model: model, failAttempts: failAttempts, delayMilliseconds: delayMs),
                     priority: try JobInput.priority(priority), timeout: timeout, maxRetries: maxRetries,
                     idempotencyKey: idempotencyKey, kind: kind)
                 let spec = try input.spec()
@@ -200,7 +202,7 @@ extension ImageJobsCommand {
 enum BatchFile {
     static let fields: Set<String> = [
         "conversation_id", "prompt", "negative_prompt", "priority", "width", "height", "seed", "steps", "model", "timeout",
-        "max_retries", "idempotency_key",
+        "max_retries", "idempotency_key", "fail_attempts", "delay_ms",
     ]
 
     static func read(_ path: String) throws -> Data {
@@ -267,7 +269,8 @@ enum BatchFile {
             image: ImageJobParameters(
                 prompt: prompt, negativePrompt: try string("negative_prompt"), width: Int(try integer("width") ?? 512),
                 height: Int(try integer("height") ?? 512), steps: Int(try integer("steps") ?? 30), seed: try integer("seed"),
-                model: try string("model")),
+                model: try string("model"), failAttempts: Int(try integer("fail_attempts") ?? 0),
+                delayMilliseconds: Int(try integer("delay_ms") ?? 0)),
             priority: try JobInput.priority(try string("priority") ?? "normal", index: i),
             timeout: try number("timeout") ?? 300, maxRetries: Int(try integer("max_retries") ?? 3),
             idempotencyKey: try string("idempotency_key"), kind: defaults.kind)

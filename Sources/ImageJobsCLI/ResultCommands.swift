@@ -49,13 +49,16 @@ extension ImageJobsCommand {
                     var counts: [JobStatus: Int] = [:]
                     for job in jobs { counts[job.status, default: 0] += 1 }
                     var waiting: [String] = []
-                    for job in jobs.filter({ $0.status == .pending }).sorted(by: { $0.createdAt < $1.createdAt }).prefix(4) {
+                    let pending = jobs.filter { $0.status == .pending }
+                        .sorted { ($0.priority, $0.createdAt) < ($1.priority, $1.createdAt) }
+                    for job in pending.prefix(4) {
                         if let p = try? await queue.position(job.id), let position = p.position {
-                            waiting.append("\(job.id.uuidString.prefix(8).lowercased())…#\(position)")
+                            let eta = p.etaSeconds.map { String(format: " ~%.0fs", $0) } ?? ""
+                            waiting.append("…\(job.id.uuidString.suffix(6).lowercased()) \(job.priority.rawValue) #\(position)\(eta)")
                         }
                     }
                     let line = JobStatus.allCases.map { "\($0.rawValue) \(counts[$0, default: 0])" }.joined(separator: " · ")
-                        + (waiting.isEmpty ? "" : "  | next: " + waiting.joined(separator: " "))
+                        + (waiting.isEmpty ? "" : "  | waiting: " + waiting.joined(separator: ", "))
                     FileHandle.standardOutput.write(Data((interactive ? "\r\u{1B}[2K" + line : line + "\n").utf8))
                     let done = !jobs.isEmpty && jobs.allSatisfy { $0.status.isFinal }
                     if (untilDone && done) || Date() > deadline {

@@ -182,10 +182,16 @@ enum JobSQL {
             FROM me JOIN jobs j
               ON j.status = 'pending' AND j.retry_count > 0 AND j.next_attempt_at > now()
              AND (j.priority, j.created_at, j.seq) < (me.priority, me.created_at, me.seq)
+        ), recent AS (
+            SELECT second, n FROM job_counts_second WHERE metric = 1 AND second >= now() - interval '60 seconds'
+            UNION ALL
+            SELECT second, n FROM job_count_deltas WHERE metric = 1 AND second >= now() - interval '60 seconds'
         ), rate AS (
-            SELECT (coalesce((SELECT sum(n) FROM job_counts_second WHERE metric = 1 AND second >= now() - interval '60 seconds'), 0)
-                  + coalesce((SELECT sum(n) FROM job_count_deltas WHERE metric = 1 AND second >= now() - interval '60 seconds'), 0)
-                   )::float8 / 60 AS per_second
+            -- Completions per second over the last minute, or over the time since the first
+            -- completion in it when that is shorter (a queue that just started).
+            SELECT coalesce(sum(n), 0)::float8
+                   / greatest(1, extract(epoch FROM now() - coalesce(min(second), now())))::float8 AS per_second
+            FROM recent
         )
         SELECT me.id, me.status,
                (minutes.higher + deltas.higher - waiting.higher)::bigint AS ahead_higher,

@@ -86,6 +86,18 @@ struct CLIEndToEndTests {
             #expect(try cliDecoder().decode(BatchProgress.self, from: Data(progress.stdout.utf8)).isFinished)
             let list = try cli.run(["list", "--batch", batch.batchID.uuidString, "--status", "completed", "--json"])
             #expect(try cliDecoder().decode([Job].self, from: Data(list.stdout.utf8)).count == 20)
+
+            // The stored PNG round-trips byte for byte through `imagejobs fetch`.
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent("\(UUID()).png")
+            defer { try? FileManager.default.removeItem(at: file) }
+            let fetched = try cli.run(["fetch", batch.jobIDs[0].uuidString, "-o", file.path])
+            #expect(fetched.status == 0, "\(fetched.stderr)")
+            let bytes = try [UInt8](Data(contentsOf: file))
+            let stored = try await schema.pool.query("SELECT bytes, sha256 FROM job_results WHERE job_id = \(batch.jobIDs[0])")[0]
+            #expect(bytes == [UInt8](try stored.decode("bytes", as: Data.self)))
+            #expect(SHA256.hex(bytes) == (try stored.decode("sha256", as: String.self)))
+            #expect(status.stdout.contains("\"sha256\":\"\(SHA256.hex(bytes))\""))
+            #expect(try await schema.pool.int("SELECT count(*) FROM job_results WHERE width = 256 AND height = 256") == 20)
         }
     }
 

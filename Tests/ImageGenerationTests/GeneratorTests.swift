@@ -1,0 +1,162 @@
+import Foundation
+import ImageGeneration
+import JobQueue
+import TestSupport
+import Testing
+
+func request(_ p: ImageJobParameters, remaining: Double = 30) -> ImageRequest {
+    ImageRequest(jobID: UUID(), attempt: 1, parameters: p, remainingSeconds: remaining)
+}
+
+/// A small valid PNG for fake servers to return.
+func samplePNG(width: Int = 64, height: Int = 48) throws -> [UInt8] {
+    try PNG.encodeRGB(width: width, height: height, pixels: [UInt8](repeating: 200, count: width * height * 3))
+}
+
+@Suite("image generators")
+struct GeneratorTests {
+    @Test("the procedural PNG is valid: signature, IHDR size, CRCs, IDAT inflates to the right size")
+    func proceduralIsValidPNG() async throws {
+        let image = try await ProceduralGenerator().generate(request(ImageJobParameters(prompt: "a lighthouse", width: 320, height: 200, seed: 9)))
+        #expect(Array(image.png.prefix(8)) == PNG.signature)
+        let info = try #require(PNG.inspect(image.png))
+        #expect(info.width == 320 && info.height == 200)
+        #expect(info.bitDepth == 8 && info.colorType == 2)
+        #expect(info.inflatedSize == (320 * 3 + 1) * 200)
+        // A flipped byte breaks a CRC.
+        var broken = image.png
+        broken[40] ^= 0xff
+        #expect(PNG.inspect(broken) == nil)
+    }
+
+    @Test("the same job renders the same bytes; different prompts and seeds differ")
+    func proceduralIsDeterministic() async throws {
+        let g = ProceduralGenerator()
+        let a = try await g.generate(request(ImageJobParameters(prompt: "a red fox", width: 128, height: 128, seed: 1)))
+        let b = try await g.generate(request(ImageJobParameters(prompt: "a red fox", width: 128, height: 128, seed: 1)))
+        let c = try await g.generate(request(ImageJobParameters(prompt: "a blue whale", width: 128, height: 128, seed: 1)))
+        let d = try await g.generate(request(ImageJobParameters(prompt: "a red fox", width: 128, height: 128, seed: 2)))
+        #expect(a.png == b.png)
+        #expect(a.png != c.png)
+        #expect(a.png != d.png)
+    }
+
+    @Test("automatic1111: success, 429 then success, 400 permanent, malformed body, slow server")
+    func automatic1111() async throws {
+        let png = try samplePNG()
+        let ok = TestHTTPServer.Response.json(200, #"{"images":["\#(Data(png).base64EncodedString())"]}"#)
+        let server = try TestHTTPServer([.json(429, #"{"detail":"busy"}"#), ok])
+        defer { server.stop() }
+        let g = Automatic1111Generator(baseURL: server.url)
+        let p = ImageJobParameters(prompt: "x", negativePrompt: "blur", width: 64, height: 48, steps: 12, seed: 5)
+        let first = await #expect(throws: ImageGenerationError.self) { try await g.generate(request(p)) }
+        #expect(first == .retryable("automatic1111: HTTP 429: busy"))
+        let image = try await g.generate(request(p))
+        #expect(image.png == png && image.width == 64 && image.height == 48)
+        let sent = try JSONDecoder().decode(JSONValue.self, from: Data(server.received[1].body))
+        #expect(server.received[1].path == "/sdapi/v1/txt2img")
+        #expect(sent["prompt"] == .string("x") && sent["negative_prompt"] == .string("blur") && sent["steps"] == .number(12))
+
+        let rejecting = try TestHTTPServer([.json(400, #"{"detail":"prompt rejected"}"#)])
+        defer { rejecting.stop() }
+        let rejected = await #expect(throws: ImageGenerationError.self) { try await Automatic1111Generator(baseURL: rejecting.url).generate(request(p)) }
+        #expect(rejected == .permanent("automatic1111: HTTP 400: prompt rejected"))
+
+        let malformed = try TestHTTPServer([.json(200, #"{"images":["not base64 !!"]}"#), .json(200, "<html>")])
+        defer { malformed.stop() }
+        let m = Automatic1111Generator(baseURL: malformed.url)
+        let e1 = await #expect(throws: ImageGenerationError.self) { try await m.generate(request(p)) }
+        #expect(e1?.description.contains("automatic1111") == true)
+        let e2 = await #expect(throws: ImageGenerationError.self) { try await m.generate(request(p)) }
+        #expect(e2 == .permanent("automatic1111: the answer is not JSON"))
+
+        let slow = try TestHTTPServer([.json(200, "{}", delay: 5)])
+        defer { slow.stop() }
+        let start = ContinuousClock.now
+        let timedOut = await #expect(throws: ImageGenerationError.self) { try await Automatic1111Generator(baseURL: slow.url).generate(request(p, remaining: 1)) }
+        #expect(timedOut?.description.contains("within 1 s") == true)
+        #expect(ContinuousClock.now - start < .seconds(4))
+    }
+
+    @Test("openai: b64_json answers, the key sent as a bearer token and never in errors, 5xx retryable")
+    func openAI() async throws {
+        let png = try samplePNG()
+        let key = "sk-canary-\(UUID().uuidString.prefix(8))"
+        let server = try TestHTTPServer([.json(503, #"{"error":{"message":"overloaded"}}"#),
+                                         .json(200, #"{"data":[{"b64_json":"\#(Data(png).base64EncodedString())"}]}"#),
+                                         .json(400, #"{"error":{"message":"Your request was rejected by the safety system"}}"#)])
+        defer { server.stop() }
+        let g = OpenAIGenerator(baseURL: server.url, apiKey: key)
+        let p = ImageJobParameters(prompt: "a fox", width: 64, height: 48, model: "dall-e-3")
+        let e1 = await #expect(throws: ImageGenerationError.self) { try await g.generate(request(p)) }
+        #expect(e1 == .retryable("openai: HTTP 503: overloaded"))
+        let image = try await g.generate(request(p))
+        #expect(image.png == png)
+        #expect(server.received[1].path == "/v1/images/generations")
+        #expect(server.received[1].headers["authorization"] == "Bearer \(key)")
+        let sent = try JSONDecoder().decode(JSONValue.self, from: Data(server.received[1].body))
+        #expect(sent["response_format"] == .string("b64_json") && sent["size"] == .string("64x48") && sent["model"] == .string("dall-e-3"))
+        let e3 = await #expect(throws: ImageGenerationError.self) { try await g.generate(request(p)) }
+        #expect(e3 == .permanent("openai: HTTP 400: Your request was rejected by the safety system"))
+        for e in [e1, e3] { #expect(!(e?.description.contains(key) ?? true)) }
+    }
+
+    @Test("a refused connection is retryable")
+    func connectionRefused() async throws {
+        let e = await #expect(throws: ImageGenerationError.self) {
+            try await OpenAIGenerator(baseURL: URL(string: "http://127.0.0.1:1")!, apiKey: nil).generate(request(ImageJobParameters(prompt: "x")))
+        }
+        if case .retryable = e {} else { Issue.record("expected retryable, got \(String(describing: e))") }
+    }
+
+    @Test("command: success, non-zero exit, exit 65, garbage output, and a hang killed at the deadline")
+    func command() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cmdgen-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let pngFile = dir.appendingPathComponent("out.png")
+        try Data(try samplePNG()).write(to: pngFile)
+        let stdinCopy = dir.appendingPathComponent("stdin.json")
+        let p = ImageJobParameters(prompt: "a fox", width: 64, height: 48)
+
+        let ok = try CommandGenerator(commandLine: "sh -c 'cat > \(stdinCopy.path); cat \(pngFile.path)'")
+        let image = try await ok.generate(request(p))
+        #expect(image.width == 64 && image.height == 48)
+        let input = try JSONDecoder().decode(JSONValue.self, from: Data(contentsOf: stdinCopy))
+        #expect(input["prompt"] == .string("a fox") && input["attempt"] == .number(1) && input["job_id"]?.stringValue != nil)
+
+        let failing = try CommandGenerator(commandLine: "sh -c 'echo out of memory >&2; exit 2'")
+        let e1 = await #expect(throws: ImageGenerationError.self) { try await failing.generate(request(p)) }
+        #expect(e1 == .retryable("command: exit 2: out of memory"))
+        let permanent = try CommandGenerator(commandLine: "sh -c 'echo prompt refused >&2; exit 65'")
+        let e2 = await #expect(throws: ImageGenerationError.self) { try await permanent.generate(request(p)) }
+        #expect(e2 == .permanent("command: exit 65: prompt refused"))
+        let garbage = try CommandGenerator(commandLine: "echo hello")
+        let e3 = await #expect(throws: ImageGenerationError.self) { try await garbage.generate(request(p)) }
+        if case .permanent(let m)? = e3 { #expect(m.contains("not a valid PNG")) } else { Issue.record("expected permanent") }
+
+        // The hang starts a child of its own; both must be gone after the deadline.
+        let marker = "imagejobs-hang-\(UUID().uuidString.prefix(8))"
+        let hang = try CommandGenerator(commandLine: "sh -c 'sleep 30 & exec -a \(marker) sleep 30'")
+        let start = ContinuousClock.now
+        let e4 = await #expect(throws: ImageGenerationError.self) { try await hang.generate(request(p, remaining: 1)) }
+        #expect(ContinuousClock.now - start < .seconds(5))
+        #expect(e4?.description.contains("killed") == true)
+        try await Task.sleep(for: .milliseconds(200))
+        let ps = Process()
+        ps.executableURL = URL(fileURLWithPath: "/bin/sh")
+        ps.arguments = ["-c", "ps -eo args | grep -c '^\(marker)' || true"]
+        let pipe = Pipe()
+        ps.standardOutput = pipe
+        try ps.run()
+        ps.waitUntilExit()
+        #expect(String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) == "0")
+    }
+
+    @Test("command lines split like a shell's words and quotes")
+    func splitting() throws {
+        let g = try CommandGenerator(commandLine: #"python3 -u "my script.py" --x 'a b' c\ d"#)
+        #expect(g.arguments == ["python3", "-u", "my script.py", "--x", "a b", "c d"])
+        #expect(throws: ImageGenerationError.self) { try CommandGenerator(commandLine: "a 'b") }
+    }
+}
