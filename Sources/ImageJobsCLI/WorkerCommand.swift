@@ -31,6 +31,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Database connections of this process.") var maxConnections: Int?
     @Flag(help: "Poll only; no LISTEN (for PgBouncer in transaction mode).") var noListen = false
     @Flag(help: .hidden) var diagnostic = false
+    @Flag(help: .hidden) var benchNoop = false
     @Option(help: .hidden) var executionLog: String?
 
     func validate() throws {
@@ -72,6 +73,7 @@ struct WorkerCommand: AsyncParsableCommand {
                 ImageJobHandler(generator: imageGenerator, outputDirectory: outputDir.map { URL(fileURLWithPath: $0) })
             ]
             if diagnostic { handlers.append(DiagnosticHandler(executionLog: executionLog)) }
+            if benchNoop { handlers.append(NoopHandler(recorder: nil)) }
             let worker = Worker(pool: pool, handlers: handlers, configuration: config, logger: logger)
             let group = ServiceGroup(
                 configuration: .init(

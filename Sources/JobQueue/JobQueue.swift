@@ -42,8 +42,17 @@ public final class JobQueue: Sendable {
     /// The NOTIFY channel of this queue's schema (`imagejobs.<schema>`), so queues in different
     /// schemas of one database never wake each other.
     public func channel() async throws -> String {
+        try await channel(on: nil)
+    }
+
+    /// The channel, looked up on `connection` when given (so a caller holding the pool's only
+    /// connection does not wait for a second one).
+    func channel(on connection: PGConnection?) async throws -> String {
         if let cached = channelCache.value { return cached }
-        let row = try await pool.query(JobSQL.currentSchema().named("JobSQL.currentSchema"))[0]
+        let query = JobSQL.currentSchema().named("JobSQL.currentSchema")
+        let rows: PGRows
+        if let connection { rows = try await connection.query(query) } else { rows = try await pool.query(query) }
+        let row = rows[0]
         let channel = Self.channel(schema: try row.decode("schema"))
         channelCache.value = channel
         return channel
@@ -122,7 +131,7 @@ public final class JobQueue: Sendable {
     /// commit.
     public func submit(_ spec: JobSpec, on connection: PGConnection) async throws -> (job: Job, created: Bool) {
         try validate(spec)
-        let channel = try await channel()
+        let channel = try await channel(on: connection)
         let row = JobSQL.insertRow(spec, id: UUIDv7.make(), ord: 0)
         do {
             var rows = try await connection.query(

@@ -69,6 +69,7 @@ public final class Worker: Service, Sendable {
     let handlers: [String: any JobHandler]
     let logger: Logger
     let state = WorkerState()
+    let completer: Completer
 
     public init(pool: PGPool, handlers: [any JobHandler], configuration: WorkerConfiguration, logger: Logger) {
         precondition(configuration.concurrency >= 1, "concurrency must be at least 1")
@@ -80,6 +81,7 @@ public final class Worker: Service, Sendable {
         var logger = logger
         logger[metadataKey: "worker.id"] = "\(configuration.id)"
         self.logger = logger
+        self.completer = Completer(pool: pool)
     }
 
     /// What the worker has done so far.
@@ -285,10 +287,14 @@ public final class Worker: Service, Sendable {
             let done: Bool?
             do {
                 done = try await writeUntilLeaseLost(logger) { () async throws -> Bool in
-                    try await self.pool.withTransaction { conn in
+                    guard let store = result.store else {
+                        // Nothing to store with it: completions of many jobs share one statement.
+                        return try await self.completer.complete(job.id, attempt: job.attempt)
+                    }
+                    return try await self.pool.withTransaction { conn in
                         let rows = try await conn.query(JobSQL.complete(ids: [job.id], attempts: [job.attempt]).named("JobSQL.complete"))
                         guard rows.count == 1 else { return false }
-                        if let store = result.store { try await store(conn) }
+                        try await store(conn)
                         return true
                     }
                 }
@@ -630,6 +636,66 @@ final class WorkerState: @unchecked Sendable {
         } else {
             expiredWaiter = id  // fired before the waiter was registered
             lock.unlock()
+        }
+    }
+}
+
+/// Writes completions of many jobs in one statement, fenced per job.
+///
+/// A completion waits only for the statement already in flight: while one flush runs, the next
+/// completions gather, so under load each statement carries many jobs and when idle a job's
+/// completion is written at once. Each job still gets its own answer (completed, or stale).
+final class Completer: @unchecked Sendable {
+    private struct Pending {
+        var id: UUID
+        var attempt: Int
+        var continuation: CheckedContinuation<Bool, any Error>
+    }
+    private let pool: PGPool
+    private let lock = NSLock()
+    private var pending: [Pending] = []
+    private var flushing = false
+    /// Most completions per statement.
+    static let maxBatch = 500
+
+    init(pool: PGPool) { self.pool = pool }
+
+    /// Marks one attempt completed; `false` when the attempt is no longer the job's current one.
+    func complete(_ id: UUID, attempt: Int) async throws -> Bool {
+        try await withCheckedThrowingContinuation { continuation in
+            lock.lock()
+            pending.append(Pending(id: id, attempt: attempt, continuation: continuation))
+            let start = !flushing
+            if start { flushing = true }
+            lock.unlock()
+            if start { Task { await self.flushLoop() } }
+        }
+    }
+
+    private func take() -> [Pending] {
+        lock.lock()
+        defer { lock.unlock() }
+        if pending.isEmpty {
+            flushing = false
+            return []
+        }
+        let batch = Array(pending.prefix(Self.maxBatch))
+        pending.removeFirst(batch.count)
+        return batch
+    }
+
+    private func flushLoop() async {
+        while true {
+            let batch = take()
+            if batch.isEmpty { return }
+            do {
+                let rows = try await pool.query(
+                    JobSQL.complete(ids: batch.map(\.id), attempts: batch.map(\.attempt)).named("JobSQL.complete"))
+                let done = Set(try rows.map { try $0.decode("id", as: UUID.self) })
+                for item in batch { item.continuation.resume(returning: done.contains(item.id)) }
+            } catch {
+                for item in batch { item.continuation.resume(throwing: error) }
+            }
         }
     }
 }

@@ -209,6 +209,7 @@ public actor PGConnection {
     }
 
     private func execute(_ query: PGQuery, conn: OpaquePointer) throws -> PGRows {
+        PGStatistics.countStatement()
         let count = query.binds.count
         var buffers: [UnsafeMutablePointer<CChar>?] = []
         var lengths: [Int32] = []
@@ -345,3 +346,22 @@ public actor PGConnection {
     }
 }
 
+
+/// Process-wide counters of the wrapper (for the benchmark's cost per job).
+public enum PGStatistics {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var statements = 0
+
+    static func countStatement() {
+        lock.lock()
+        statements += 1
+        lock.unlock()
+    }
+
+    /// Statements sent by every connection of this process so far.
+    public static var statementsSent: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return statements
+    }
+}

@@ -214,3 +214,19 @@ extension PGConnection {
         try await self.query(query).affectedRows
     }
 }
+
+extension PGPool {
+    /// The first column of the first row, decoded (for `SELECT count(*) …` and the like).
+    public nonisolated func scalar<T: PGDecodable>(_ query: PGQuery, as type: T.Type = T.self) async throws -> T {
+        try await scalar(as: type, query)
+    }
+
+    /// The first column of the first row, decoded as `type`.
+    public nonisolated func scalar<T: PGDecodable>(as type: T.Type, _ query: PGQuery) async throws -> T {
+        let rows = try await self.query(query)
+        guard let row = rows.first else {
+            throw PGError(.decoding, message: "expected one row, got none", queryName: query.name)
+        }
+        return try row.decode(0, as: type)
+    }
+}

@@ -16,7 +16,7 @@ extension TestDatabase {
 extension PGPool {
     /// The single integer a statement returns (test convenience).
     public func int(_ query: PGQuery) async throws -> Int {
-        try await self.query(query)[0].decode(0, as: Int.self)
+        try await scalar(query)
     }
 }
 
