@@ -4,7 +4,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 BIN_DIR = $(shell $(SWIFT) build --show-bin-path 2>/dev/null)
 
-.PHONY: help deps build test demo db-up db-down migrate bench generate compose-check
+.PHONY: help deps build test demo db-up db-down migrate bench bench-quick bench-peers generate compose-check
 
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,8 +44,15 @@ migrate: build ## Apply pending migrations to $$DATABASE_URL (or the local clust
 	@url=$${DATABASE_URL:-$$(scripts/db.sh up | sed 's/^DATABASE_URL=//')}; \
 	  "$(BIN_DIR)/imagejobs" migrate up --database-url "$$url"
 
-bench: build ## Run the benchmark against the local cluster (quick mode).
-	@echo "the benchmark arrives with the benchmark issue; nothing to run yet"
+bench: deps ## Full benchmark (release build) on a durable local cluster (fsync on), or $$DATABASE_URL.
+	@scripts/bench.sh
+
+bench-quick: deps ## The benchmark in quick mode (seconds).
+	@BENCH_QUICK=1 scripts/bench.sh
+
+bench-peers: deps ## One run of ../shared/bench/peers/run.sh with ImageJobs added as an external peer.
+	$(SWIFT) build -c release --product imagejobs
+	BENCH_EXTERNAL="$(CURDIR)/bench/imagejobs" ../shared/bench/peers/run.sh
 
 compose-check: ## Validate docker-compose.yml against the Compose specification and check service commands.
 	@scripts/compose-check.sh

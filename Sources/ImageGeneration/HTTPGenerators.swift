@@ -20,7 +20,9 @@ struct HTTPClient: Sendable {
     func postJSON(_ url: URL, body: [String: JSONValue], headers: [String: String], timeout: Double, backend: String) async throws -> Data {
         var request = URLRequest(url: url)
         request.httpMethod = "POST"
-        request.timeoutInterval = max(1, timeout)
+        // A little past the job's deadline, so the worker's own deadline (a timeout, final)
+        // ends a slow request rather than the client (a retryable failure).
+        request.timeoutInterval = max(1, timeout) + 0.5
         request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         request.setValue("application/json", forHTTPHeaderField: "Accept")
         for (k, v) in headers { request.setValue(v, forHTTPHeaderField: k) }
@@ -34,7 +36,7 @@ struct HTTPClient: Sendable {
         } catch let error as URLError where error.code == .cancelled {
             throw CancellationError()
         } catch let error as URLError where error.code == .timedOut {
-            throw ImageGenerationError.retryable("\(backend): no answer from \(url.host ?? "the server") within \(Int(timeout)) s")
+            throw ImageGenerationError.retryable("\(backend): no answer from \(url.host ?? "the server") within \(Int(max(1, timeout).rounded())) s")
         } catch {
             throw ImageGenerationError.retryable("\(backend): could not reach \(url.host ?? "the server"): \(Self.describe(error))")
         }

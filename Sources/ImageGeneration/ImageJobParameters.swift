@@ -79,7 +79,10 @@ public struct ImageJobParameters: Sendable, Equatable, Codable {
         if !(0...5).contains(failAttempts) { throw fail("fail_attempts", "fail_attempts must be 0–5, got \(failAttempts)") }
         if !(0...600_000).contains(delayMilliseconds) { throw fail("delay_ms", "delay_ms must be 0–600000, got \(delayMilliseconds)") }
         if let model {
-            if !limits.modelLength.contains(model.count) || model.range(of: "^[A-Za-z0-9][A-Za-z0-9._:/-]*$", options: .regularExpression) == nil {
+            let u = Array(model.utf8)
+            func ok(_ c: UInt8) -> Bool { (65...90).contains(c) || (97...122).contains(c) || (48...57).contains(c) }
+            if !limits.modelLength.contains(model.count) || u.isEmpty || !ok(u[0])
+                || !u.allSatisfy({ ok($0) || $0 == 46 || $0 == 95 || $0 == 58 || $0 == 47 || $0 == 45 }) {
                 throw fail("model", "model must be 1–\(limits.modelLength.upperBound) characters of letters, digits and . _ : / -")
             }
         }

@@ -134,9 +134,13 @@ struct DiagnosticHandler: JobHandler {
             exit(3)
         }
         if let hang = p["hang_ms"]?.intValue {
-            // Ignores cancellation on purpose.
-            let until = Date().addingTimeInterval(Double(hang) / 1000)
-            while Date() < until { usleep(10_000) }
+            // Ignores cancellation on purpose (waiting on a thread of its own, not the pool).
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                Thread {
+                    usleep(useconds_t(hang * 1000))
+                    c.resume()
+                }.start()
+            }
         }
         if let sleep = p["sleep_ms"]?.intValue {
             try await Task.sleep(for: .milliseconds(sleep))

@@ -68,7 +68,7 @@ public final class JobQueue: Sendable {
         func fail(_ field: String, _ message: String) -> JobQueueError {
             JobQueueError(.invalidInput, message, field: field, index: index)
         }
-        if spec.kind.range(of: "^[a-z][a-z0-9_.-]{0,63}$", options: .regularExpression) == nil {
+        if !Self.isValidKind(spec.kind) {
             throw fail("kind", "kind must be 1–64 lower-case letters, digits, '.', '_' or '-', starting with a letter")
         }
         let timeout = spec.timeout.seconds
@@ -88,13 +88,19 @@ public final class JobQueue: Sendable {
             if b.base <= .zero || b.cap <= .zero { throw fail("backoff", "backoff base and cap must be positive") }
             if !(0...1).contains(b.jitter) { throw fail("backoff", "backoff jitter must be between 0 and 1") }
         }
-        let encoder = JSONEncoder()
-        let bytes = (try? encoder.encode(spec.params).count) ?? Int.max
+        let bytes = JSONValue.object(spec.params).jsonText.utf8.count
         if bytes > limits.maxParamsBytes {
             throw fail("params", "parameters are \(bytes) bytes as JSON; at most \(limits.maxParamsBytes) are allowed")
         }
         if Self.containsNUL(.object(spec.params)) { throw fail("params", "parameters must not contain NUL characters") }
         if Self.containsNonFinite(.object(spec.params)) { throw fail("params", "parameters must be finite numbers (no NaN or Infinity)") }
+    }
+
+    /// `^[a-z][a-z0-9_.-]{0,63}$`, checked by hand (regular expressions are slow on this path).
+    static func isValidKind(_ kind: String) -> Bool {
+        let u = Array(kind.utf8)
+        guard (1...64).contains(u.count), (97...122).contains(u[0]) else { return false }
+        return u.allSatisfy { (97...122).contains($0) || (48...57).contains($0) || $0 == 95 || $0 == 46 || $0 == 45 }
     }
 
     private static func containsNUL(_ value: JSONValue) -> Bool {
@@ -132,22 +138,34 @@ public final class JobQueue: Sendable {
     public func submit(_ spec: JobSpec, on connection: PGConnection) async throws -> (job: Job, created: Bool) {
         try validate(spec)
         let channel = try await channel(on: connection)
-        let row = JobSQL.insertRow(spec, id: UUIDv7.make(), ord: 0)
+        let id = UUIDv7.make()
+        let row = JobSQL.insertRow(spec, id: id, ord: 0)
         do {
             var rows = try await connection.query(
-                JobSQL.insertJob(row, conversationID: spec.conversationID, channel: channel, notify: notify).named("JobSQL.insertJob"))
-            if rows.isEmpty, let key = spec.idempotencyKey {
-                // The conflicting job committed after this statement's snapshot was taken.
+                JobSQL.insertJob(row, conversationID: spec.conversationID, idempotencyKey: spec.idempotencyKey, channel: channel, notify: notify)
+                    .named("JobSQL.insertJob"))
+            if rows.isEmpty, spec.idempotencyKey != nil {
+                // The conflicting job committed after this statement's snapshot was taken: ask again.
                 rows = try await connection.query(
-                    JobSQL.list(conversationID: spec.conversationID, batchID: nil, status: nil, limit: 10_000).named("JobSQL.list"))
-                if let match = try rows.map(JobSQL.decodeJob).first(where: { $0.idempotencyKey == key }) {
-                    return (match, false)
-                }
+                    JobSQL.insertJob(row, conversationID: spec.conversationID, idempotencyKey: spec.idempotencyKey, channel: channel, notify: false)
+                        .named("JobSQL.insertJob"))
             }
             guard let first = rows.first else {
                 throw JobQueueError(.database, "the job was neither inserted nor found")
             }
-            return (try JobSQL.decodeJob(first), try first.decode("inserted", as: Bool.self))
+            if let existing = try first.decode("existing", as: String?.self), let existingID = UUID(uuidString: existing) {
+                guard let full = try await connection.query(JobSQL.job(id: existingID).named("JobSQL.job")).first else {
+                    throw JobQueueError(.notFound, "the job with that idempotency key disappeared", jobID: existingID)
+                }
+                return (try JobSQL.decodeJob(full), false)
+            }
+            let job = Job(
+                id: id, conversationID: spec.conversationID, batchID: nil, kind: spec.kind, params: spec.params,
+                priority: spec.priority, status: .pending, retryCount: 0, maxRetries: spec.maxRetries, attempt: 0,
+                timeout: spec.timeout.seconds, nextAttemptAt: try first.decode("next_attempt_at"), workerID: nil,
+                createdAt: try first.decode("created_at"), startedAt: nil, heartbeatAt: nil, deadlineAt: nil, finishedAt: nil,
+                errorMessage: nil, errors: [], idempotencyKey: spec.idempotencyKey)
+            return (job, true)
         } catch {
             throw JobQueueError.from(error)
         }

@@ -28,27 +28,31 @@ enum JobSQL {
             errors: try row.decodeJSON("errors"), idempotencyKey: try row.decode("idempotency_key"))
     }
 
-    /// One row of a batch insert, sent inside a single `jsonb` parameter.
-    struct InsertRow: Encodable, Sendable {
-        var ord: Int
-        var id: UUID
-        var kind: String
-        var params: [String: JSONValue]
-        var priority: String
-        var max_retries: Int
-        var timeout_ms: Int64
-        var backoff_base_ms: Int64?
-        var backoff_cap_ms: Int64?
-        var backoff_jitter: Double?
-        var idempotency_key: String?
+    /// One row of an insert, as the JSON object `jsonb_to_record(set)` reads.
+    struct InsertRow: Sendable {
+        var json: JSONValue
+        var paramsBytes: Int
     }
 
     static func insertRow(_ spec: JobSpec, id: UUID, ord: Int) -> InsertRow {
-        InsertRow(
-            ord: ord, id: id, kind: spec.kind, params: spec.params, priority: spec.priority.rawValue,
-            max_retries: spec.maxRetries, timeout_ms: spec.timeout.milliseconds,
-            backoff_base_ms: spec.backoff?.base.milliseconds, backoff_cap_ms: spec.backoff?.cap.milliseconds,
-            backoff_jitter: spec.backoff?.jitter, idempotency_key: spec.idempotencyKey)
+        var o: [String: JSONValue] = [
+            "ord": .number(Double(ord)), "id": .string(id.uuidString.lowercased()), "kind": .string(spec.kind),
+            "params": .object(spec.params), "priority": .string(spec.priority.rawValue),
+            "max_retries": .number(Double(spec.maxRetries)), "timeout_ms": .number(Double(spec.timeout.milliseconds)),
+        ]
+        if let b = spec.backoff {
+            o["backoff_base_ms"] = .number(Double(b.base.milliseconds))
+            o["backoff_cap_ms"] = .number(Double(b.cap.milliseconds))
+            o["backoff_jitter"] = .number(b.jitter)
+        }
+        if let key = spec.idempotencyKey { o["idempotency_key"] = .string(key) }
+        return InsertRow(json: .object(o), paramsBytes: 0)
+    }
+
+    /// A JSON document bound as text (cast with `::jsonb` in the SQL).
+    struct JSONText: PGEncodable {
+        var text: String
+        var pgBind: PGBind { .text(text) }
     }
 
     /// The recordset columns shared by the single and batch inserts.
@@ -65,23 +69,25 @@ enum JobSQL {
 
     /// Inserts one job; with an idempotency key already used in the conversation, returns
     /// the earlier job instead (`inserted` false). Wakes idle workers at commit.
-    static func insertJob(_ row: InsertRow, conversationID: UUID, channel: String, notify: Bool) -> PGQuery {
+    /// Returns the new job's timestamps only (the caller knows the rest), or with an
+    /// idempotency key already used in the conversation, the earlier job in full.
+    static func insertJob(_ row: InsertRow, conversationID: UUID, idempotencyKey: String?, channel: String, notify: Bool) -> PGQuery {
         """
         WITH ins AS (
             INSERT INTO jobs (conversation_id, id, kind, params, priority, max_retries, timeout,
                               backoff_base, backoff_cap, backoff_jitter, idempotency_key)
             SELECT \(conversationID), \(unsafeSQL: recordColumns)
-            FROM jsonb_to_record(\(PGJSON(row))::jsonb) AS \(unsafeSQL: recordType)
+            FROM jsonb_to_record(\(JSONText(text: row.json.jsonText))::jsonb) AS \(unsafeSQL: recordType)
             ON CONFLICT (conversation_id, idempotency_key) DO NOTHING
-            RETURNING *
+            RETURNING id, created_at, next_attempt_at
         )
-        SELECT \(unsafeSQL: jobColumns), true AS inserted,
+        SELECT true AS inserted, created_at, next_attempt_at, NULL::text AS existing,
                CASE WHEN \(notify) THEN (SELECT pg_notify(\(channel), 'job')) END AS notified
-        FROM ins j
+        FROM ins
         UNION ALL
-        SELECT \(unsafeSQL: jobColumns), false, NULL
+        SELECT false, j.created_at, j.next_attempt_at, j.id::text, NULL
         FROM jobs j
-        WHERE j.conversation_id = \(conversationID) AND j.idempotency_key = \(row.idempotency_key)
+        WHERE j.conversation_id = \(conversationID) AND j.idempotency_key = \(idempotencyKey)
           AND NOT EXISTS (SELECT 1 FROM ins)
         """
     }
@@ -100,7 +106,7 @@ enum JobSQL {
             INSERT INTO jobs (conversation_id, batch_id, id, kind, params, priority, max_retries, timeout,
                               backoff_base, backoff_cap, backoff_jitter, idempotency_key)
             SELECT \(conversationID), (SELECT id FROM batch), \(unsafeSQL: recordColumns)
-            FROM jsonb_to_recordset(\(PGJSON(rows))::jsonb) AS \(unsafeSQL: recordType)
+            FROM jsonb_to_recordset(\(JSONText(text: JSONValue.array(rows.map(\.json)).jsonText))::jsonb) AS \(unsafeSQL: recordType)
             ORDER BY x.ord
             RETURNING id
         )

@@ -233,6 +233,7 @@ public struct Migrator: Sendable {
                 // Migrations may run longer than the connection's statement timeout allows a
                 // lock wait; wait for the other migrator without one.
                 try await conn.query("SET statement_timeout = 0".named("Migrator.noTimeout"))
+                try await conn.query("SET lock_timeout = 0".named("Migrator.noLockTimeout"))
                 try await conn.query(
                     "SELECT pg_advisory_lock(hashtext('imagejobs.migrate'), hashtext(current_schema()))".named("Migrator.lock"))
             }
@@ -267,6 +268,7 @@ public struct Migrator: Sendable {
         try await conn.query(
             "SELECT pg_advisory_unlock(hashtext('imagejobs.migrate'), hashtext(current_schema()))".named("Migrator.unlock"))
         try await conn.query("RESET statement_timeout".named("Migrator.resetTimeout"))
+        try await conn.query("RESET lock_timeout".named("Migrator.resetLockTimeout"))
     }
 }
 

@@ -14,13 +14,19 @@ struct CLI {
 
     let databaseURL: String
 
-    struct Result {
+    struct Result: Sendable {
         var status: Int32
         var stdout: String
         var stderr: String
     }
 
-    func run(_ arguments: [String], stdin: String? = nil) throws -> Result {
+    /// Runs the binary to completion on a thread of its own (waiting for a process must not
+    /// block the cooperative pool, which runs the other tests).
+    func run(_ arguments: [String], stdin: String? = nil) async throws -> Result {
+        try await runOnNewThread(name: "cli-test") { Swift.Result { try self.runBlocking(arguments, stdin: stdin) } }.get()
+    }
+
+    private func runBlocking(_ arguments: [String], stdin: String?) throws -> Result {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: CLI.binary!)
         p.arguments = arguments + ["--database-url", databaseURL]
@@ -61,11 +67,11 @@ struct CLIEndToEndTests {
             let lines = (0..<20).map { i in
                 #"{"conversation_id":"\#(conversation)","prompt":"picture \#(i) of a 'quoted' \"fox\"","priority":"\#(["high", "normal", "low"][i % 3])","width":256,"height":256}"#
             }
-            let submitted = try cli.run(["submit", "--batch", "-", "--json"], stdin: lines.joined(separator: "\n"))
+            let submitted = try await cli.run(["submit", "--batch", "-", "--json"], stdin: lines.joined(separator: "\n"))
             #expect(submitted.status == 0, "\(submitted.stderr)")
             let batch = try cliDecoder().decode(SubmittedBatch.self, from: Data(submitted.stdout.utf8))
             #expect(batch.jobIDs.count == 20)
-            let position = try cli.run(["position", batch.jobIDs[19].uuidString, "--json"])
+            let position = try await cli.run(["position", batch.jobIDs[19].uuidString, "--json"])
             #expect(position.status == 0)
             let p = try cliDecoder().decode(QueuePosition.self, from: Data(position.stdout.utf8))
             let truth = try await queue.positionByCounting(batch.jobIDs[19])
@@ -74,23 +80,23 @@ struct CLIEndToEndTests {
             let worker = try cli.start(fastWorker + ["--concurrency", "4"])
             let done = try await eventually { try await queue.batch(batch.batchID).counts["completed"] == 20 }
             worker.terminate()
-            worker.waitUntilExit()
+            await waitForExit(worker)
             #expect(done)
             #expect(worker.terminationStatus == 0)
 
-            let status = try cli.run(["status", batch.jobIDs[0].uuidString, "--json"])
+            let status = try await cli.run(["status", batch.jobIDs[0].uuidString, "--json"])
             let job = try cliDecoder().decode(Job.self, from: Data(status.stdout.utf8))
             #expect(job.status == .completed)
             #expect(job.params["prompt"]?.stringValue == "picture 0 of a 'quoted' \"fox\"")
-            let progress = try cli.run(["batch", batch.batchID.uuidString, "--json"])
+            let progress = try await cli.run(["batch", batch.batchID.uuidString, "--json"])
             #expect(try cliDecoder().decode(BatchProgress.self, from: Data(progress.stdout.utf8)).isFinished)
-            let list = try cli.run(["list", "--batch", batch.batchID.uuidString, "--status", "completed", "--json"])
+            let list = try await cli.run(["list", "--batch", batch.batchID.uuidString, "--status", "completed", "--json"])
             #expect(try cliDecoder().decode([Job].self, from: Data(list.stdout.utf8)).count == 20)
 
             // The stored PNG round-trips byte for byte through `imagejobs fetch`.
             let file = FileManager.default.temporaryDirectory.appendingPathComponent("\(UUID()).png")
             defer { try? FileManager.default.removeItem(at: file) }
-            let fetched = try cli.run(["fetch", batch.jobIDs[0].uuidString, "-o", file.path])
+            let fetched = try await cli.run(["fetch", batch.jobIDs[0].uuidString, "-o", file.path])
             #expect(fetched.status == 0, "\(fetched.stderr)")
             let bytes = try [UInt8](Data(contentsOf: file))
             let stored = try await schema.pool.query("SELECT bytes, sha256 FROM job_results WHERE job_id = \(batch.jobIDs[0])")[0]
@@ -108,13 +114,13 @@ struct CLIEndToEndTests {
             // The diagnostic handler exits its process on attempt 1.
             let id = try await queue.submit(Factory.spec(params: ["crash_attempts": .number(1)])).job.id
             let a = try cli.start(fastWorker + ["--diagnostic"])
-            a.waitUntilExit()
+            await waitForExit(a)
             #expect(a.terminationStatus == 3)
             #expect(try await queue.job(id).status == .running)
             let b = try cli.start(fastWorker + ["--diagnostic"])
             let done = try await eventually { try await queue.job(id).status == .completed }
             b.terminate()
-            b.waitUntilExit()
+            await waitForExit(b)
             #expect(done)
             let job = try await queue.job(id)
             #expect(job.attempt == 2)
@@ -147,15 +153,26 @@ struct CLIEndToEndTests {
                 (["cancel", UUID().uuidString], nil, 66, "no job"),
             ]
             for (args, stdin, code, message) in cases {
-                let r = try cli.run(args, stdin: stdin)
+                let r = try await cli.run(args, stdin: stdin)
                 #expect(r.status == code, "\(args.prefix(3)): \(r.stderr)")
                 #expect(r.stderr.contains(message), "\(args.prefix(3)): \(r.stderr)")
             }
             #expect(try await schema.pool.int("SELECT count(*) FROM jobs") == 0)
             let unreachable = CLI(databaseURL: "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")
-            #expect(try unreachable.run(["status", UUID().uuidString]).status == 69)
+            #expect(try await unreachable.run(["status", UUID().uuidString]).status == 69)
         }
     }
+}
+
+/// Waits for a child process without blocking a cooperative thread.
+func waitForExit(_ process: Process) async {
+    let box = UncheckedBox(process)
+    await runOnNewThread(name: "wait-exit") { box.value.waitUntilExit() }
+}
+
+struct UncheckedBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
 }
 
 /// Decodes the CLI's JSON (dates as ISO 8601 with milliseconds).
@@ -169,4 +186,20 @@ func cliDecoder() -> JSONDecoder {
         return date
     }
     return decoder
+}
+
+@Suite("the benchmark's smoke run", .enabled(if: CLI.isAvailable))
+struct BenchSmokeTests {
+    @Test("bench --quick runs its enqueue, processing and position tests and verifies them")
+    func quickBench() async throws {
+        let cli = CLI(databaseURL: TestDatabase.url!)
+        let r = try await cli.run(["bench", "--quick", "--json", "--n", "300", "--tests", "enqueue_single,enqueue_bulk,process,pickup_latency"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let lines = r.stdout.split(separator: "\n").map { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) }
+        #expect(lines.count == 8)
+        for line in lines {
+            #expect(line?["verified"] == .bool(true), "\(String(describing: line))")
+            #expect((line?["jobs_per_s"]?.doubleValue ?? line?["p50_ms"]?.doubleValue ?? 0) > 0)
+        }
+    }
 }

@@ -14,9 +14,8 @@ struct ScriptedHandler: JobHandler {
         case "sleep":
             try await Task.sleep(for: .milliseconds(job.job.params["ms"]?.intValue ?? 100))
         case "ignore-cancel":
-            // Blocks its thread on purpose and ignores cancellation.
-            let until = Date().addingTimeInterval(Double(job.job.params["ms"]?.intValue ?? 3000) / 1000)
-            while Date() < until { usleep(20_000) }
+            // Waits without honouring cancellation (and without blocking a pool thread).
+            await ignoringCancellation(milliseconds: job.job.params["ms"]?.intValue ?? 3000)
         case "fail-twice":
             if job.job.attempt <= 2 { throw JobFailure.retryable("attempt \(job.job.attempt) failed") }
         default:
@@ -66,21 +65,22 @@ struct WorkerTests {
     func timeoutFreesSlot() async throws {
         try await TestDatabase.withMigratedSchema { schema, queue in
             let stuck = try await queue.submit(
-                Factory.spec(params: ["mode": .string("ignore-cancel"), "ms": .number(4000)], timeout: .seconds(1))).job.id
+                Factory.spec(params: ["mode": .string("ignore-cancel"), "ms": .number(10_000)], timeout: .seconds(1))).job.id
             let next = try await queue.submit(Factory.spec(params: ["mode": .string("sleep"), "ms": .number(10)])).job.id
             let worker = Worker(pool: schema.makePool(), handlers: [ScriptedHandler()], configuration: fastConfiguration(concurrency: 1), logger: TestLog.quiet)
             let task = Task { try await worker.run() }
             // With one slot, the second job can only run once the first one's slot is freed.
-            let done = try await eventually(timeout: .seconds(10)) {
+            let done = try await eventually(timeout: .seconds(9)) {
                 try await queue.job(next).status == .completed
             }
             #expect(done)
             let job = try await queue.job(stuck)
             #expect(job.status == .error)
             #expect(job.errorMessage == "timed out after 1 s")
-            // Freed at the deadline, while the handler was still blocked (it runs 4 s).
+            // Freed at the deadline, while the handler was still running (it ignores
+            // cancellation for 10 s).
             let finished = try #require(try await queue.job(next).finishedAt)
-            #expect(finished.timeIntervalSince(job.startedAt!) < 3.5)
+            #expect(finished.timeIntervalSince(job.startedAt!) < 9)
             task.cancel()
             _ = await task.result
         }
@@ -117,5 +117,16 @@ struct WorkerTests {
             task.cancel()
             _ = await task.result
         }
+    }
+}
+
+/// Waits `milliseconds` in a way task cancellation cannot cut short.
+func ignoringCancellation(milliseconds: Int) async {
+    await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+        let t = Thread {
+            usleep(useconds_t(milliseconds * 1000))
+            c.resume()
+        }
+        t.start()
     }
 }
