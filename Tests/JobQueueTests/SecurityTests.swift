@@ -1,0 +1,129 @@
+import Foundation
+import Postgres
+import TestSupport
+import Testing
+
+@testable import JobQueue
+
+@Suite("least privilege and SQL hygiene", .enabled(if: TestDatabase.isConfigured))
+struct SecurityTests {
+    /// Runs `sql` as `role` in a transaction that is rolled back; `true` unless refused with 42501.
+    func allowed(_ pool: PGPool, role: String, _ sql: String) async throws -> Bool {
+        try await pool.withConnection { conn in
+            try await conn.query("BEGIN")
+            defer { Task { _ = try? await conn.query("ROLLBACK") } }
+            try await conn.query("SET LOCAL ROLE \(identifier: role)")
+            do {
+                try await conn.query(PGQuery(unsafeSQL: sql))
+                try await conn.query("ROLLBACK")
+                return true
+            } catch let error as PGError where error.sqlState == .insufficientPrivilege {
+                try await conn.query("ROLLBACK")
+                return false
+            } catch {
+                // Refused for another reason (a constraint, a bad value): the privilege was there.
+                try await conn.query("ROLLBACK")
+                return true
+            }
+        }
+    }
+
+    @Test("each role is allowed exactly what it needs and refused (42501) the rest")
+    func privilegeMatrix() async throws {
+        try await TestDatabase.withMigratedSchema { schema, queue in
+            let id = try await queue.submit(Factory.spec()).job.id
+            let job = "'\(id.uuidString.lowercased())'"
+            // statement, then whether client, worker, reporter may run it
+            let matrix: [(String, [Bool])] = [
+                ("SELECT id, status, priority, error_message FROM jobs", [true, true, true]),
+                ("SELECT params FROM jobs", [true, true, false]),
+                ("INSERT INTO jobs (id, conversation_id, params) VALUES (gen_random_uuid(), gen_random_uuid(), '{}')", [true, false, false]),
+                ("INSERT INTO batches (id, conversation_id, job_count) VALUES (gen_random_uuid(), gen_random_uuid(), 1)", [true, false, false]),
+                ("UPDATE jobs SET params = '{}' WHERE id = \(job)", [false, false, false]),
+                ("UPDATE jobs SET priority = 'high' WHERE id = \(job)", [false, false, false]),
+                ("UPDATE jobs SET heartbeat_at = now() WHERE id = \(job)", [false, true, false]),
+                ("UPDATE jobs SET status = 'cancelled', finished_at = now() WHERE id = \(job)", [true, true, false]),
+                ("DELETE FROM jobs WHERE id = \(job)", [false, false, false]),
+                ("TRUNCATE jobs", [false, false, false]),
+                ("CREATE TABLE intruder (x int)", [false, false, false]),
+                ("DROP TABLE jobs", [false, false, false]),
+                ("SELECT id FROM jobs WHERE status = 'pending' FOR UPDATE SKIP LOCKED", [true, true, false]),
+                ("INSERT INTO job_results (job_id, content_type, bytes, byte_size, sha256, backend, generation_ms) VALUES (\(job), 'image/png', '\\x00', 1, repeat('a', 64), 'x', 1)", [false, true, false]),
+                ("SELECT bytes FROM job_results", [true, true, false]),
+                ("SELECT job_id, byte_size, sha256 FROM job_results", [true, true, true]),
+                ("SELECT * FROM workers", [false, true, true]),
+                ("INSERT INTO workers (id, host, pid, concurrency, kinds) VALUES ('w', 'h', 1, 1, '{}')", [false, true, false]),
+                ("DELETE FROM job_count_deltas", [false, true, false]),
+                ("INSERT INTO job_count_deltas VALUES (0, 'normal', now(), 1)", [false, false, false]),
+                ("SELECT * FROM schema_migrations", [false, false, false]),
+            ]
+            var mismatches: [String] = []
+            for (sql, expected) in matrix {
+                for (role, want) in zip(["imagejobs_client", "imagejobs_worker", "imagejobs_reporter"], expected) {
+                    let got = try await allowed(schema.pool, role: role, sql)
+                    if got != want { mismatches.append("\(role) \(want ? "should" : "should not") run: \(sql)") }
+                }
+            }
+            #expect(mismatches.isEmpty, "\(mismatches.joined(separator: "\n"))")
+            // The count triggers keep working for roles with no rights on the count tables.
+            let before = try await schema.pool.int("SELECT count(*) FROM job_count_deltas")
+            try await schema.pool.withConnection { conn in
+                try await conn.query("BEGIN")
+                try await conn.query("SET LOCAL ROLE imagejobs_client")
+                try await conn.query("INSERT INTO jobs (id, conversation_id, params) VALUES (gen_random_uuid(), gen_random_uuid(), '{}')")
+                try await conn.query("COMMIT")
+            }
+            #expect(try await schema.pool.int("SELECT count(*) FROM job_count_deltas") == before + 1)
+            // Role-level timeouts survive poolers that drop startup parameters.
+            let settings = try await schema.pool.query(
+                "SELECT r.rolname, s.setconfig::text AS config FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole WHERE r.rolname LIKE 'imagejobs_%'")
+            #expect(settings.count == 3)
+            for row in settings { #expect(try row.decode("config", as: String.self).contains("statement_timeout=30s")) }
+        }
+    }
+
+    @Test("no SQL is built from strings: values are bound, only allow-listed fragments are spliced")
+    func staticScan() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Sources").standardized
+        let files = FileManager.default.enumerator(at: root, includingPropertiesForKeys: nil)!.compactMap { $0 as? URL }
+            .filter { $0.pathExtension == "swift" && !$0.path.contains("/Generated/") }
+        #expect(files.count > 10)
+        let allowedSplices: Set<String> = ["jobColumns", "recordColumns", "recordType", "backoffExpression(backoff)", "backoffExpression(b)"]
+        var violations: [String] = []
+        for file in files {
+            let text = try String(contentsOf: file, encoding: .utf8)
+            for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                let where_ = "\(file.lastPathComponent):\(n + 1)"
+                // Text spliced into SQL must be one of the engine's own fragments.
+                var rest = Substring(line)
+                while let r = rest.range(of: "\\(unsafeSQL: ") {
+                    let after = rest[r.upperBound...]
+                    let name = String(after.prefix { $0 != ")" || false })
+                    let spliced = name.hasPrefix("backoffExpression") ? name + ")" : name
+                    if !allowedSplices.contains(spliced) && !line.contains("public mutating func appendInterpolation(unsafeSQL") {
+                        violations.append("\(where_): splices \(spliced)")
+                    }
+                    rest = after
+                }
+                // libpq's simple-query call only for trusted scripts and LISTEN on a quoted name.
+                if line.contains("PQexec(") && !(file.lastPathComponent == "PGConnection.swift" || file.lastPathComponent == "PGListener.swift") {
+                    violations.append("\(where_): PQexec outside the wrapper")
+                }
+                // unsafeSQL initialisers take literals (or the migration script itself).
+                if let r = line.range(of: "PGQuery(unsafeSQL: ") {
+                    let arg = line[r.upperBound...]
+                    if !(arg.hasPrefix("\"") || arg.hasPrefix("sql") || arg.hasPrefix("self") || arg.hasPrefix("lhs")) {
+                        violations.append("\(where_): PGQuery(unsafeSQL:) with a non-literal")
+                    }
+                }
+                // No string concatenation or String(format:) building a statement.
+                if line.contains("\"SELECT") || line.contains("\"UPDATE") || line.contains("\"INSERT") || line.contains("\"DELETE") {
+                    if line.contains("\" +") || line.contains("+ \"") || line.contains("String(format:") {
+                        violations.append("\(where_): SQL built by concatenation")
+                    }
+                }
+            }
+        }
+        #expect(violations.isEmpty, "\(violations.joined(separator: "\n"))")
+    }
+}
