@@ -4,7 +4,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 BIN_DIR = $(shell $(SWIFT) build --show-bin-path 2>/dev/null)
 
-.PHONY: help deps build test demo db-up db-down migrate bench bench-quick bench-peers generate compose-check
+.PHONY: help deps build test demo db-up db-down migrate bench bench-quick bench-peers chaos generate compose-check
 
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,6 +30,11 @@ generate: ## Regenerate the embedded migrations from migrations/.
 
 test: deps ## Start a throwaway PostgreSQL, run every test, stop it (even when tests fail).
 	@scripts/test.sh
+
+chaos: build ## The fault drills alone against the local cluster (kill -9, restarts, crashes, SIGSTOP).
+	@url=$${DATABASE_URL:-$$(scripts/db.sh up | sed 's/^DATABASE_URL=//')}; \
+	  DATABASE_URL="$$url" "$(BIN_DIR)/imagejobs-chaos" --bin "$(BIN_DIR)/imagejobs" --pg-ctl "scripts/db.sh ctl" \
+	  --jobs $${CHAOS_JOBS:-5000} --seed $${CHAOS_SEED:-$$(date +%s)}
 
 demo: deps ## The end-to-end demo: PostgreSQL, migrations, a batch, two workers, live progress, PNGs in demo-output/
 	@scripts/demo.sh

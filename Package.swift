@@ -75,6 +75,12 @@ let package = Package(
             dependencies: ["ImageJobsCLI"],
             swiftSettings: settings
         ),
+        .executableTarget(
+            name: "imagejobs-chaos",
+            dependencies: ["Postgres", "JobQueue"],
+            path: "Tests/Chaos",
+            swiftSettings: settings
+        ),
         .target(
             name: "TestSupport",
             dependencies: ["Postgres", "JobQueue", .product(name: "Logging", package: "swift-log")],

@@ -26,3 +26,7 @@ IMAGEJOBS_BIN="$(swift build --show-bin-path)/imagejobs"
 export IMAGEJOBS_BIN
 scripts/compose-check.sh
 swift test
+# The fault drills restart and crash the server, so they run after the parallel tests, alone.
+echo "== fault drills (imagejobs-chaos)"
+"$(swift build --show-bin-path)/imagejobs-chaos" --bin "$IMAGEJOBS_BIN" --pg-ctl "scripts/db.sh ctl" \
+    --jobs "${CHAOS_JOBS:-5000}" --workers 4 --seed "${CHAOS_SEED:-$(date +%s)}"

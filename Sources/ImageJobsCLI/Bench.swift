@@ -265,7 +265,7 @@ struct Bench {
         var samples = 0
         while Date().timeIntervalSince(start) < 300 {
             let waiting = try await queue.pool.scalar(as: Int.self, 
-                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE NOT l.granted AND a.application_name = 'imagejobs-worker'")
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE NOT l.granted AND a.application_name LIKE 'imagejobs-worker-%'")
             maxWaiting = max(maxWaiting, waiting)
             samples += 1
             if try await queue.pool.scalar(as: Int.self, "SELECT count(*) FROM jobs WHERE status = 'completed'") == n { break }
@@ -436,7 +436,7 @@ struct Bench {
         try await Task.sleep(for: .milliseconds(Int64(seconds * 1000)))
         let after = try await xactCommits(queue.pool)
         let elapsed = Date().timeIntervalSince(start)
-        let backends = try await queue.pool.scalar(as: Int.self, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'imagejobs-worker'")
+        let backends = try await queue.pool.scalar(as: Int.self, "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'imagejobs-worker-%'")
         for child in children { child.terminate() }
         for child in children { child.waitUntilExit() }
         emit(BenchResult("idle_fleet", [

@@ -65,7 +65,8 @@ struct WorkerCommand: AsyncParsableCommand {
             config.backoff = RetryBackoff(base: .milliseconds(Int64(backoffBase * 1000)))
             config.listen = !noListen
             var pgConfig = try database.configuration()
-            pgConfig.applicationName = "imagejobs-worker"
+            // One name per process, so operators (and the fault drills) can tell backends apart.
+            pgConfig.applicationName = "imagejobs-worker-\(getpid())"
             let pool = PGPool(
                 configuration: pgConfig, options: .init(maxConnections: maxConnections ?? min(8, concurrency + 2)), logger: logger)
             let imageGenerator = try makeGenerator()

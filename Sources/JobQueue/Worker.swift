@@ -28,8 +28,10 @@ public struct WorkerConfiguration: Sendable {
     /// Whether to LISTEN for wake-ups. Defaults to `true`; turn off behind PgBouncer in
     /// transaction mode (polling still finds every job).
     public var listen = true
-    /// Cap on the delay between reconnect attempts while the database is away. Defaults to 5 s.
-    public var maxReconnectDelay: Duration = .seconds(5)
+    /// Cap on the (fully jittered, doubling from 100 ms) delay between reconnect attempts while
+    /// the database is away. Defaults to 2 s, so every worker is back within about 2 s of the
+    /// server accepting connections, while a fleet never retries in lockstep.
+    public var maxReconnectDelay: Duration = .seconds(2)
     /// Most jobs the sweep rescues per statement. Defaults to 500.
     public var sweepBatch = 500
 

@@ -1,0 +1,565 @@
+// imagejobs-chaos: the fault harness. Runs real `imagejobs worker` processes against a real
+// PostgreSQL, injects faults on a seeded schedule (kill -9, SIGSTOP/SIGCONT, pg_ctl restart -m
+// fast, pg_ctl stop -m immediate, pg_terminate_backend), then checks the jobs table and the
+// workers' execution log and prints the figures. Exits non-zero when an invariant fails.
+//
+//   imagejobs-chaos --bin PATH --pg-ctl "scripts/db.sh ctl" [--jobs 5000] [--workers 4] [--seed N]
+//                   [--scenarios clean,mix,outage,restart,zombie]
+import Foundation
+import JobQueue
+import Logging
+import Postgres
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Prints a line at once (the harness's output interleaves with long waits).
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
+struct Options {
+    var bin = ""
+    var pgCtl = "scripts/db.sh ctl"
+    var jobs = 5000
+    var workers = 4
+    var seed: UInt64 = UInt64(Date().timeIntervalSince1970)
+    var scenarios = ["clean", "mix", "outage", "restart", "zombie"]
+    var url = ProcessInfo.processInfo.environment["DATABASE_URL"] ?? ""
+
+    init() {
+        var args = CommandLine.arguments.dropFirst()
+        while let a = args.popFirst() {
+            switch a {
+            case "--bin": bin = args.popFirst() ?? ""
+            case "--pg-ctl": pgCtl = args.popFirst() ?? ""
+            case "--jobs": jobs = Int(args.popFirst() ?? "") ?? jobs
+            case "--workers": workers = Int(args.popFirst() ?? "") ?? workers
+            case "--seed": seed = UInt64(args.popFirst() ?? "") ?? seed
+            case "--scenarios": scenarios = (args.popFirst() ?? "").split(separator: ",").map(String.init)
+            default: fatalError("unknown argument \(a)")
+            }
+        }
+    }
+}
+
+struct Rng: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+let options = Options()
+let quiet = Logger(label: "chaos", factory: { _ in SwiftLogNoOpLogHandler() })
+let lease = 3.0, heartbeat = 0.5, sweep = 0.5
+let rescueBound = lease + sweep + 1.0
+final class Failures: @unchecked Sendable {
+    private let lock = NSLock()
+    private var list: [String] = []
+    func add(_ s: String) { lock.lock(); list.append(s); lock.unlock() }
+    var all: [String] { lock.lock(); defer { lock.unlock() }; return list }
+}
+let failures = Failures()
+
+func check(_ ok: Bool, _ what: String) {
+    say("  \(ok ? "ok  " : "FAIL") \(what)")
+    if !ok { failures.add(what) }
+}
+
+/// Runs a shell command to completion (posix_spawn and waitpid: Foundation's Process can stall
+/// when used from several threads at once, and the fleet's supervisor uses it on its own).
+@discardableResult
+func sh(_ command: String) -> Int32 {
+    var pid: pid_t = 0
+    let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/sh"), strdup("-c"), strdup(command + " >/dev/null 2>&1"), nil]
+    defer { argv.forEach { free($0) } }
+    guard posix_spawn(&pid, "/bin/sh", nil, nil, argv, environ) == 0 else { return -1 }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 {
+        if errno != EINTR { return 0 }  // reaped elsewhere
+    }
+    return (status >> 8) & 0xff
+}
+
+func now() -> Double { Date().timeIntervalSince1970 }
+
+/// Faults injected, with their times, so duplicates can be explained.
+final class FaultLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var kills: [(pid: Int32, at: Double)] = []
+    private(set) var stops: [(pid: Int32, from: Double, to: Double)] = []
+    private(set) var outages: [(from: Double, to: Double)] = []
+    func kill(_ pid: Int32) { lock.lock(); kills.append((pid, now())); lock.unlock() }
+    /// A worker found dead without a kill (noticed within the supervisor's 0.3 s tick).
+    func crash(_ pid: Int32) { lock.lock(); crashes.append((pid, now())); lock.unlock() }
+    private(set) var crashes: [(pid: Int32, at: Double)] = []
+    func stop(_ pid: Int32, _ from: Double, _ to: Double) { lock.lock(); stops.append((pid, from, to)); lock.unlock() }
+    func outage(_ from: Double, _ to: Double) { lock.lock(); outages.append((from, to)); lock.unlock() }
+
+    /// Whether an attempt that started on `pid` at `start` could have been lost by a fault
+    /// before `next` (the next attempt's start).
+    func explains(pid: Int32, start: Double, next: Double) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return kills.contains { $0.pid == pid && $0.at >= start - 0.05 && $0.at <= next }
+            || crashes.contains { $0.pid == pid && $0.at >= start - 0.05 && $0.at <= next + 0.5 }
+            || stops.contains { $0.pid == pid && $0.to >= start && $0.from <= next }
+            || outages.contains { $0.to >= start && $0.from <= next }
+    }
+}
+
+/// A fleet of worker processes.
+final class Fleet: @unchecked Sendable {
+    let url: String
+    let log: String
+    var processes: [Process] = []
+    var exitedUnexpectedly = 0
+    let lock = NSLock()
+
+    init(url: String, log: String) {
+        self.url = url
+        self.log = log
+    }
+
+    func spawn() -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: options.bin)
+        p.arguments = [
+            "worker", "--diagnostic", "--execution-log", log, "--concurrency", "4", "--poll-interval", "0.2",
+            "--heartbeat-interval", "\(heartbeat)", "--lease", "\(lease)", "--sweep-interval", "\(sweep)", "--stuck-grace", "2",
+            "--backoff-base", "0.2", "--shutdown-grace", "1", "--max-connections", "3", "--database-url", url, "--log-level", "error",
+        ]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try! p.run()
+        lock.lock()
+        processes.append(p)
+        lock.unlock()
+        return p
+    }
+
+    var alive: [Process] {
+        lock.lock()
+        defer { lock.unlock() }
+        return processes.filter(\.isRunning)
+    }
+
+    private var supervising = true
+
+    /// Like a process supervisor: a worker that exits (killed, or crashed by a poison job) is
+    /// replaced 0.3 s later, until ``stopAll()``.
+    func supervise(target: Int, faults: FaultLog) {
+        Thread { [self] in
+            var seenExited = Set<Int32>()
+            while true {
+                usleep(300_000)
+                lock.lock()
+                let keepGoing = supervising
+                let running = processes.filter(\.isRunning).count
+                let exited = processes.filter { !$0.isRunning }.map(\.processIdentifier)
+                lock.unlock()
+                if !keepGoing { return }
+                // A worker that died on its own (the poison job exits its process) loses its
+                // other in-flight jobs too: that is a fault like a kill.
+                for pid in exited where !seenExited.contains(pid) {
+                    seenExited.insert(pid)
+                    if !faults.kills.contains(where: { $0.pid == pid }) { faults.crash(pid) }
+                }
+                for _ in 0..<max(0, target - running) { _ = spawn() }
+            }
+        }.start()
+    }
+
+    func stopAll() {
+        lock.lock()
+        supervising = false
+        lock.unlock()
+        usleep(350_000)
+        for p in alive { p.terminate() }
+        for p in processes { p.waitUntilExit() }
+    }
+}
+
+struct Attempt {
+    var attempt: Int
+    var pid: Int32
+    var start: Double
+    var outcome: String?
+}
+
+func readLog(_ path: String) -> [UUID: [Attempt]] {
+    var jobs: [UUID: [Attempt]] = [:]
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [:] }
+    for line in text.split(separator: "\n") {
+        let f = line.split(separator: " ")
+        guard f.count == 5, let id = UUID(uuidString: String(f[1])), let attempt = Int(f[2]), let pid = Int32(f[3]),
+            let t = Double(f[4])
+        else { continue }
+        if f[0] == "start" {
+            jobs[id, default: []].append(Attempt(attempt: attempt, pid: pid, start: t, outcome: nil))
+        } else if let i = jobs[id]?.lastIndex(where: { $0.attempt == attempt }) {
+            jobs[id]![i].outcome = String(f[0])
+        }
+    }
+    return jobs
+}
+
+func schemaURL(_ schema: String) -> String {
+    options.url + (options.url.contains("?") ? "&" : "?") + "options=-csearch_path%3D\(schema)"
+}
+
+func makePool(_ schema: String, max: Int = 3) -> PGPool {
+    var c = PGConfiguration(connectionString: options.url)
+    c.searchPath = schema
+    c.applicationName = "imagejobs-chaos"
+    c.connectTimeoutSeconds = 2
+    return PGPool(configuration: c, options: .init(maxConnections: max, acquireTimeout: .seconds(30)), logger: quiet)
+}
+
+/// Retries `body` while the database is away (the harness itself must survive the faults).
+func retrying<T>(_ body: () async throws -> T) async throws -> T {
+    var last: (any Error)?
+    for _ in 0..<200 {
+        do { return try await body() } catch {
+            last = error
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+    throw last!
+}
+
+func setUp(_ name: String) async throws -> (String, PGPool, JobQueue) {
+    let schema = "chaos_\(name)_\(options.seed)"
+    let admin = makePool("public", max: 1)
+    try await admin.query("DROP SCHEMA IF EXISTS \(identifier: schema) CASCADE")
+    try await admin.query("CREATE SCHEMA \(identifier: schema)")
+    await admin.close()
+    let pool = makePool(schema)
+    try await Migrator(pool: pool, logger: quiet).up()
+    return (schema, pool, JobQueue(pool: pool, logger: quiet))
+}
+
+func submit(_ queue: JobQueue, count: Int, rng: inout Rng, extra: [JobSpec] = []) async throws -> [UUID] {
+    var ids: [UUID] = []
+    var i = 0
+    while i < count {
+        let conversation = UUID()
+        let chunk = min(500, count - i)
+        let specs = (0..<chunk).map { _ -> JobSpec in
+            var params: [String: JSONValue] = ["sleep_ms": .number(Double(Int.random(in: 20...80, using: &rng)))]
+            if Int.random(in: 0..<100, using: &rng) == 0 { params["fail_attempts"] = 1 }
+            return JobSpec(kind: "test.script", params: params, conversationID: conversation, maxRetries: 5)
+        }
+        ids += try await queue.submitBatch(specs, conversationID: conversation).jobIDs
+        i += chunk
+    }
+    for spec in extra { ids.append(try await queue.submit(spec).job.id) }
+    return ids
+}
+
+/// Samples the oldest running heartbeat against the rescue bound while `running` holds.
+final class Sampler: @unchecked Sendable {
+    var maxStuck = 0
+    var maxBackendsPerWorker = 0
+    var samples = 0
+    var stop = false
+
+    func run(_ pool: PGPool) async {
+        while !stop {
+            if let n = try? await pool.scalar(as: Int.self,
+                "SELECT count(*) FROM jobs WHERE status = 'running' AND now() - greatest(heartbeat_at, pg_postmaster_start_time()) > \(rescueBound) * interval '1 second'")
+            {
+                maxStuck = max(maxStuck, n)
+                samples += 1
+            }
+            if let n = try? await pool.scalar(as: Int.self,
+                "SELECT coalesce(max(c), 0) FROM (SELECT count(*) AS c FROM pg_stat_activity WHERE application_name LIKE 'imagejobs-worker-%' GROUP BY application_name) x")
+            {
+                maxBackendsPerWorker = max(maxBackendsPerWorker, n)
+            }
+            try? await Task.sleep(for: .milliseconds(250))
+        }
+    }
+}
+
+func waitAllFinal(_ pool: PGPool, count: Int, cap: Double) async -> Bool {
+    let deadline = now() + cap
+    while now() < deadline {
+        if let n = try? await pool.scalar(as: Int.self, "SELECT count(*) FROM jobs WHERE status IN ('completed', 'error', 'cancelled')"), n == count {
+            return true
+        }
+        try? await Task.sleep(for: .milliseconds(200))
+    }
+    return false
+}
+
+/// The invariants over the jobs table and the execution log.
+func verify(_ pool: PGPool, ids: [UUID], logPath: String, faults: FaultLog, expectDuplicates: Bool, label: String) async throws -> (duplicates: Int, explained: Int) {
+    let rows = try await retrying { try await pool.query("SELECT id, status::text AS status, attempt, retry_count, max_retries, errors::text AS errors FROM jobs") }
+    var status: [UUID: (String, Int)] = [:]
+    for row in rows { status[try row.decode("id")] = (try row.decode("status"), try row.decode("attempt")) }
+    let lost = ids.filter { !(["completed", "error", "cancelled"].contains(status[$0]?.0 ?? "")) }.count
+    let log = readLog(logPath)
+    var staleAccepted = 0
+    var duplicates = 0
+    var explained = 0
+    for id in ids {
+        let attempts = (log[id] ?? []).sorted { $0.start < $1.start }
+        if let (s, attempt) = status[id], s == "completed", let maxStarted = attempts.map(\.attempt).max(), maxStarted > attempt {
+            staleAccepted += 1  // a later attempt ran, yet an earlier one's completion stands
+        }
+        for (k, a) in attempts.enumerated() where k + 1 < attempts.count {
+            if a.outcome == "fail" || a.outcome == "crash" { continue }  // retried by design
+            duplicates += 1
+            if faults.explains(pid: a.pid, start: a.start, next: attempts[k + 1].start) {
+                explained += 1
+            } else {
+                say(String(format: "    unexplained: job %@ attempt %d on pid %d started %.2f (%@), next attempt %.2f s later on pid %d",
+                           id.uuidString.prefix(8).description, a.attempt, a.pid, a.start, a.outcome ?? "no outcome",
+                           attempts[k + 1].start - a.start, attempts[k + 1].pid))
+            }
+        }
+    }
+    say("  \(label): \(ids.count) jobs, \(lost) lost, \(staleAccepted) stale writes accepted, \(duplicates) duplicate executions (\(explained) explained by a fault)")
+    check(lost == 0, "\(label): 0 jobs lost (every job final)")
+    check(staleAccepted == 0, "\(label): 0 writes accepted from a stale attempt")
+    if expectDuplicates {
+        check(duplicates == explained, "\(label): every duplicate execution explained by an overlapping fault")
+    } else {
+        check(duplicates == 0, "\(label): 0 duplicate executions without faults")
+    }
+    return (duplicates, explained)
+}
+
+func scenarioClean() async throws {
+    say("== clean: \(options.jobs) jobs, \(options.workers) workers, no faults")
+    var rng = Rng(state: options.seed)
+    let (schema, pool, queue) = try await setUp("clean")
+    let logPath = "/tmp/imagejobs-chaos-clean-\(options.seed).log"
+    unlink(logPath)
+    let ids = try await submit(queue, count: options.jobs, rng: &rng)
+    let fleet = Fleet(url: schemaURL(schema), log: logPath)
+    let start = now()
+    for _ in 0..<options.workers { _ = fleet.spawn() }
+    let done = await waitAllFinal(pool, count: ids.count, cap: 120)
+    let elapsed = now() - start
+    check(done, "clean: drained in \(String(format: "%.1f", elapsed)) s (\(Int(Double(ids.count) / elapsed)) jobs/s)")
+    check(fleet.alive.count == options.workers, "clean: no worker exited")
+    fleet.stopAll()
+    _ = try await verify(pool, ids: ids, logPath: logPath, faults: FaultLog(), expectDuplicates: false, label: "clean")
+    await pool.close()
+}
+
+func scenarioMix() async throws {
+    say("== mix: \(options.jobs) jobs, \(options.workers) workers, seed \(options.seed)")
+    var rng = Rng(state: options.seed &+ 1)
+    let (schema, pool, queue) = try await setUp("mix")
+    let logPath = "/tmp/imagejobs-chaos-mix-\(options.seed).log"
+    unlink(logPath)
+    let poison = JobSpec(kind: "test.script", params: ["crash_attempts": -1], conversationID: UUID(), maxRetries: 2)
+    let ids = try await submit(queue, count: options.jobs, rng: &rng, extra: [poison])
+    let poisonID = ids.last!
+    let fleet = Fleet(url: schemaURL(schema), log: logPath)
+    let faults = FaultLog()
+    let sampler = Sampler()
+    let sampling = Task { await sampler.run(pool) }
+    for _ in 0..<options.workers { _ = fleet.spawn() }
+    fleet.supervise(target: options.workers, faults: faults)
+    let start = now()
+    // The schedule, printed so a failing run can be replayed with the same --seed.
+    var schedule: [(Double, String)] = []
+    var t = 1.0
+    while t < 16 { schedule.append((t, "kill -9 a random worker (its supervisor restarts it)")); t += Double.random(in: 1.5...2.5, using: &rng) }
+    schedule.append((3.5, "pg_ctl restart -m fast"))
+    schedule.append((6.5, "pg_ctl stop -m immediate; 3 s down; start"))
+    schedule.append((11, "SIGSTOP a worker for 5 s (past its lease), then SIGCONT"))
+    schedule.append((13.5, "pg_terminate_backend of every worker backend"))
+    schedule.sort { $0.0 < $1.0 }
+    for (at, what) in schedule { say(String(format: "  t=%5.1f s  %@", at, what)) }
+    var stopped: Process?
+    for (at, what) in schedule {
+        let wait = start + at - now()
+        if wait > 0 { try await Task.sleep(for: .milliseconds(Int64(wait * 1000))) }
+        say(String(format: "  [%5.1f s] %@", now() - start, what))
+        switch what {
+        case let w where w.hasPrefix("kill -9"):
+            let candidates = fleet.alive.filter { $0 !== stopped }
+            if let victim = candidates.randomElement(using: &rng) {
+                faults.kill(victim.processIdentifier)
+                kill(victim.processIdentifier, SIGKILL)  // the supervisor starts a new one
+            }
+        case let w where w.hasPrefix("pg_ctl restart"):
+            let from = now()
+            _ = sh("\(options.pgCtl) restart -m fast")
+            faults.outage(from, now())
+        case let w where w.hasPrefix("pg_ctl stop"):
+            let from = now()
+            _ = sh("\(options.pgCtl) stop -m immediate")
+            try await Task.sleep(for: .seconds(3))
+            _ = sh("\(options.pgCtl) start")
+            faults.outage(from, now())
+        case let w where w.hasPrefix("SIGSTOP"):
+            if let victim = fleet.alive.randomElement(using: &rng) {
+                stopped = victim
+                let from = now()
+                kill(victim.processIdentifier, SIGSTOP)
+                try await Task.sleep(for: .seconds(5))
+                kill(victim.processIdentifier, SIGCONT)
+                faults.stop(victim.processIdentifier, from, now())
+                stopped = nil
+            }
+        default:
+            let from = now()
+            _ = try? await pool.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'imagejobs-worker-%'")
+            faults.outage(from, now() + 0.5)
+        }
+    }
+    say("  schedule done at t=\(String(format: "%.1f", now() - start)) s; waiting for the queue to drain")
+    let done = await waitAllFinal(pool, count: ids.count, cap: 180)
+    say("  drained: \(done)")
+    sampler.stop = true
+    await sampling.value
+    let elapsed = now() - start
+    let kills = faults.kills.count
+    check(done, "mix: drained in \(String(format: "%.1f", elapsed)) s with \(kills) kill -9, 1 fast restart, 1 crash with 3 s down, 1 SIGSTOP past the lease, 1 mass pg_terminate_backend")
+    check(sampler.maxStuck == 0, "mix: 0 jobs stuck in running past heartbeat timeout + sweep interval (\(sampler.samples) samples, bound \(rescueBound) s)")
+    let exitedOtherwise = faults.crashes
+    // The poison job's own crashes end their worker by design.
+    let poisonRow = try await retrying { try await pool.query("SELECT status::text AS s, attempt, retry_count FROM jobs WHERE id = \(poisonID)")[0] }
+    let poisonAttempts: Int = try poisonRow.decode("attempt")
+    check(try poisonRow.decode("s", as: String.self) == "error" && poisonAttempts == 3,
+          "mix: the poison job ended in error after exactly its 2 retries (\(poisonAttempts) attempts)")
+    check(exitedOtherwise.count == poisonAttempts, "mix: no worker exited except by an injected kill or the poison job (\(exitedOtherwise.count) exits)")
+    fleet.stopAll()
+    let (duplicates, _) = try await verify(pool, ids: ids, logPath: logPath, faults: faults, expectDuplicates: true, label: "mix")
+    say("  mix: \(duplicates) duplicate executions for \(kills) kills (each kill can cost its worker's in-flight slots, 4)")
+    await pool.close()
+}
+
+func scenarioOutage() async throws {
+    say("== outage: the database down 10 s under a backlog")
+    var rng = Rng(state: options.seed &+ 2)
+    let (schema, pool, queue) = try await setUp("outage")
+    let logPath = "/tmp/imagejobs-chaos-outage-\(options.seed).log"
+    unlink(logPath)
+    let ids = try await submit(queue, count: 3000, rng: &rng)
+    let fleet = Fleet(url: schemaURL(schema), log: logPath)
+    let sampler = Sampler()
+    let sampling = Task { await sampler.run(pool) }
+    for _ in 0..<options.workers { _ = fleet.spawn() }
+    try await Task.sleep(for: .seconds(1.5))
+    let from = now()
+    _ = sh("\(options.pgCtl) stop -m fast")
+    try await Task.sleep(for: .seconds(10))
+    _ = sh("\(options.pgCtl) start")
+    let up = now()
+    let faults = FaultLog()
+    faults.outage(from, up)
+    // When did each worker claim again?
+    var firstClaims: [Double] = []
+    let logStart = up
+    let deadline = up + 15
+    while now() < deadline {
+        let log = readLog(logPath)
+        var byPid: [Int32: Double] = [:]
+        for attempts in log.values { for a in attempts where a.start >= logStart { byPid[a.pid] = min(byPid[a.pid] ?? .infinity, a.start) } }
+        if byPid.count >= options.workers { firstClaims = byPid.values.map { $0 - up }; break }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    let done = await waitAllFinal(pool, count: ids.count, cap: 120)
+    sampler.stop = true
+    await sampling.value
+    check(fleet.alive.count == options.workers, "outage: no worker exited during 10 s without a database")
+    let slowest = firstClaims.max() ?? .infinity
+    check(firstClaims.count == options.workers && slowest <= 3, "outage: every worker claimed again within 3 s of the server accepting connections (slowest \(String(format: "%.2f", slowest)) s)")
+    check(sampler.maxBackendsPerWorker <= 4, "outage: connections per worker stayed within the cap of 3 + 1 listener (max seen \(sampler.maxBackendsPerWorker))")
+    check(done, "outage: the backlog drained")
+    fleet.stopAll()
+    _ = try await verify(pool, ids: ids, logPath: logPath, faults: faults, expectDuplicates: true, label: "outage")
+    await pool.close()
+}
+
+func scenarioRestart() async throws {
+    say("== restart: a fast restart shorter than the lease during steady load")
+    var rng = Rng(state: options.seed &+ 3)
+    let (schema, pool, queue) = try await setUp("restart")
+    let logPath = "/tmp/imagejobs-chaos-restart-\(options.seed).log"
+    unlink(logPath)
+    let ids = try await submit(queue, count: 3000, rng: &rng)
+    let fleet = Fleet(url: schemaURL(schema), log: logPath)
+    for _ in 0..<options.workers { _ = fleet.spawn() }
+    try await Task.sleep(for: .seconds(1.5))
+    let from = now()
+    _ = sh("\(options.pgCtl) restart -m fast")
+    let down = now() - from
+    let done = await waitAllFinal(pool, count: ids.count, cap: 120)
+    fleet.stopAll()
+    let rescued = try await retrying { try await pool.scalar(as: Int.self, "SELECT count(*) FROM jobs WHERE errors::text LIKE '%worker lost%'") }
+    check(done, "restart: drained")
+    check(rescued == 0, "restart: a \(String(format: "%.2f", down)) s restart rescued nothing (\(rescued) rescues)")
+    let (duplicates, _) = try await verify(pool, ids: ids, logPath: logPath, faults: FaultLog(), expectDuplicates: true, label: "restart")
+    check(duplicates == 0, "restart: it duplicated nothing")
+    await pool.close()
+}
+
+func scenarioZombie() async throws {
+    say("== zombie: a worker stopped past its lease, then resumed")
+    let (schema, pool, queue) = try await setUp("zombie")
+    let logPath = "/tmp/imagejobs-chaos-zombie-\(options.seed).log"
+    unlink(logPath)
+    let fleet = Fleet(url: schemaURL(schema), log: logPath)
+    let zombie = fleet.spawn()
+    try await Task.sleep(for: .seconds(1))
+    let id = try await queue.submit(JobSpec(kind: "test.script", params: ["sleep_ms": 4000], conversationID: UUID())).job.id
+    let started = await waitFor { (try? await queue.job(id).status) == .running }
+    kill(zombie.processIdentifier, SIGSTOP)
+    let from = now()
+    _ = fleet.spawn()  // the survivor
+    let finished = await waitFor(timeout: 20) { (try? await queue.job(id).status) == .completed }
+    let rescuedIn = now() - from
+    kill(zombie.processIdentifier, SIGCONT)
+    try await Task.sleep(for: .seconds(5))  // the zombie wakes, heartbeats and finds it lost the job
+    let job = try await queue.job(id)
+    let attempts = readLog(logPath)[id] ?? []
+    check(started && finished, "zombie: the stopped worker's job was rescued and finished by another worker (\(String(format: "%.1f", rescuedIn)) s after SIGSTOP)")
+    check(job.attempt == 2 && attempts.last?.pid != zombie.processIdentifier, "zombie: the completion is the second attempt's, on the other worker")
+    check(zombie.isRunning, "zombie: the resumed worker is still running")
+    let after = try await queue.job(id)
+    check(after.status == .completed && after.attempt == 2 && after.finishedAt == job.finishedAt, "zombie: after SIGCONT its writes changed 0 rows")
+    fleet.stopAll()
+    await pool.close()
+}
+
+func waitFor(timeout: Double = 10, _ condition: () async -> Bool) async -> Bool {
+    let deadline = now() + timeout
+    while now() < deadline {
+        if await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(50))
+    }
+    return false
+}
+
+guard !options.bin.isEmpty, !options.url.isEmpty else {
+    say("usage: DATABASE_URL=… imagejobs-chaos --bin PATH/imagejobs --pg-ctl \"scripts/db.sh ctl\" [--jobs N] [--workers N] [--seed N]")
+    exit(2)
+}
+say("imagejobs-chaos: seed \(options.seed) (replay with --seed \(options.seed)); lease \(lease) s, heartbeat \(heartbeat) s, sweep \(sweep) s")
+let started = now()
+for scenario in options.scenarios {
+    switch scenario {
+    case "clean": try await scenarioClean()
+    case "mix": try await scenarioMix()
+    case "outage": try await scenarioOutage()
+    case "restart": try await scenarioRestart()
+    case "zombie": try await scenarioZombie()
+    default: fatalError("unknown scenario \(scenario)")
+    }
+}
+say(String(format: "imagejobs-chaos: %d checks failed, %.0f s", failures.all.count, now() - started))
+exit(failures.all.isEmpty ? 0 : 1)
