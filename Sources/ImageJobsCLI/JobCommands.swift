@@ -242,7 +242,9 @@ enum BatchFile {
 
     static func spec(_ any: JSONValue, index i: Int, defaults: ImageJobsCommand.Submit) throws -> JobSpec {
         func bad(_ field: String, _ message: String) -> JobQueueError { JobQueueError(.invalidInput, message, field: field, index: i) }
-        guard case .object(let o) = any else { throw bad("item", "each batch item must be a JSON object") }
+        guard case .object(let o) = any else {
+            throw JobQueueError(.invalidInput, "each batch item must be a JSON object", index: i)
+        }
         if let unknown = o.keys.sorted().first(where: { !fields.contains($0) }) {
             throw bad(unknown, "unknown field \"\(unknown.prefix(40))\"; allowed: \(fields.sorted().joined(separator: ", "))")
         }

@@ -151,6 +151,34 @@ struct CLIEndToEndTests {
                 (["submit", "--batch", "-"], "[{\"conversation_id\":", 64, "not a valid JSON"),
                 (["status", UUID().uuidString], nil, 66, "no job"),
                 (["cancel", UUID().uuidString], nil, 66, "no job"),
+                (["fetch", UUID().uuidString, "-o", "/tmp/never.png"], nil, 66, "no job"),
+                (["position", "12345"], nil, 64, "is not a UUID"),
+                (["list", "--status", "done"], nil, 64, "status must be"),
+                (["list", "--limit", "0"], nil, 64, "limit must be between 1 and 10000"),
+                (["submit", "--conversation", c, "--prompt", "ok", "--negative-prompt", String(repeating: "n", count: 4001)], nil, 64, "negative_prompt"),
+                (["submit", "--conversation", c, "--prompt", "ok", "--steps", "0"], nil, 64, "steps must be 1–150"),
+                (["submit", "--conversation", c, "--prompt", "ok", "--steps", "151"], nil, 64, "steps must be 1–150"),
+                (["submit", "--conversation", c, "--prompt", "ok", "--seed", "4294967296"], nil, 64, "seed must be"),
+                (["submit", "--conversation", c, "--prompt", "ok", "--seed=-1"], nil, 64, "seed must be"),
+                (["submit", "--conversation", c, "--prompt", "ok", "--model", "two words"], nil, 64, "model must be"),
+                (["submit", "--conversation", c, "--prompt", "ok", "--width", "0"], nil, 64, "width must be"),
+                (["submit", "--conversation", c, "--prompt", "ok", "--height", "2056"], nil, 64, "height must be"),
+                (["submit", "--conversation", c, "--prompt", "ok", "--timeout", "86401"], nil, 64, "timeout must be between"),
+                (["submit", "--conversation", c, "--prompt", "ok", "--timeout=-5"], nil, 64, "timeout must be between"),
+                (["submit", "--conversation", c, "--prompt", "ok", "--max-retries=-1"], nil, 64, "max_retries must be between"),
+                (["submit", "--conversation", c, "--prompt", "ok", "--idempotency-key", String(repeating: "k", count: 201)], nil, 64, "idempotency_key must be"),
+                (["submit", "--conversation", c, "--prompt", "ok", "--fail-attempts", "6"], nil, 64, "fail_attempts must be 0–5"),
+                (["submit", "--conversation", c, "--prompt", "ok", "--delay-ms=-1"], nil, 64, "delay_ms must be"),
+                (["submit", "--prompt", "ok"], nil, 64, "--conversation and --prompt are required"),
+                (["submit", "--batch", "-"], "[1]", 64, "item 0: each batch item must be a JSON object"),
+                (["submit", "--batch", "-"], "[{}]", 64, "item 0: conversation_id is required"),
+                (["submit", "--batch", "-"], "[{\"conversation_id\":\"\(c)\",\"prompt\":7}]", 64, "item 0: prompt must be a string"),
+                (["submit", "--batch", "-"], "[{\"conversation_id\":\"\(c)\",\"prompt\":\"a\",\"width\":\"512\"}]", 64, "item 0: width must be an integer"),
+                (["submit", "--batch", "-"], "[{\"conversation_id\":\"\(c)\",\"prompt\":\"a\\u0000b\"}]", 64, "item 0: prompt must not contain NUL"),
+                (["submit", "--batch", "-"], "[{\"conversation_id\":\"\(c)\",\"prompt\":\"bell\\u0007\"}]", 64, "item 0: prompt must not contain control characters"),
+                (["submit", "--batch", "-"], "[{\"conversation_id\":\"\(c)\",\"prompt\":\"a\",\"idempotency_key\":\"k\"},{\"conversation_id\":\"\(c)\",\"prompt\":\"b\",\"idempotency_key\":\"k\"}]", 64, "item 1: idempotency_key repeats"),
+                (["submit", "--batch", "-"], "[" + Array(repeating: "{\"conversation_id\":\"\(c)\",\"prompt\":\"a\"}", count: 10_001).joined(separator: ",") + "]", 64, "at most 10000 jobs"),
+                (["submit", "--batch", "/nonexistent/batch.json"], nil, 64, "cannot read batch file"),
             ]
             for (args, stdin, code, message) in cases {
                 let r = try await cli.run(args, stdin: stdin)
@@ -158,6 +186,21 @@ struct CLIEndToEndTests {
                 #expect(r.stderr.contains(message), "\(args.prefix(3)): \(r.stderr)")
             }
             #expect(try await schema.pool.int("SELECT count(*) FROM jobs") == 0)
+            #expect(cases.count >= 40)
+
+            // Injection-like prompts are accepted and come back byte for byte.
+            let hostile = ["'; DROP TABLE jobs;--", "$1", "\\'\\\"", "“quoted” ‘text’", "%s%n%x", String(repeating: "'\"", count: 1999), "-- comment", "\\x00"]
+            for prompt in hostile {
+                let r = try await cli.run(["submit", "--conversation", c, "--prompt=\(prompt)", "--json"])
+                #expect(r.status == 0, "\(r.stderr)")
+                let job = try cliDecoder().decode(Job.self, from: Data(r.stdout.utf8))
+                let back = try await cli.run(["status", job.id.uuidString, "--json"])
+                #expect(try cliDecoder().decode(Job.self, from: Data(back.stdout.utf8)).params["prompt"]?.stringValue == prompt)
+            }
+            #expect(try await schema.pool.int("SELECT count(*) FROM jobs") == hostile.count)
+            let pending = try await queue.list(limit: 1)[0].id
+            let retry = try await cli.run(["retry", pending.uuidString])
+            #expect(retry.status == 65 && retry.stderr.contains("only jobs in error can be retried"))
             let unreachable = CLI(databaseURL: "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")
             #expect(try await unreachable.run(["status", UUID().uuidString]).status == 69)
         }

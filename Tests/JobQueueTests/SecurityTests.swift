@@ -11,7 +11,6 @@ struct SecurityTests {
     func allowed(_ pool: PGPool, role: String, _ sql: String) async throws -> Bool {
         try await pool.withConnection { conn in
             try await conn.query("BEGIN")
-            defer { Task { _ = try? await conn.query("ROLLBACK") } }
             try await conn.query("SET LOCAL ROLE \(identifier: role)")
             do {
                 try await conn.query(PGQuery(unsafeSQL: sql))

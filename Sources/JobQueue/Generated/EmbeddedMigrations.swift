@@ -293,26 +293,26 @@ extension Migration {
             -- workers need no rights on the count tables to keep them right.
             --
             -- Caveats: roles are cluster-wide; the grants are per schema. Running this in several schemas
-            -- of one cluster is safe (creating an existing role is skipped). Each role gets role-level
-            -- timeouts (statement 30 s, lock 5 s, idle in transaction 60 s) that also hold behind PgBouncer.
+            -- of one cluster is safe (creating an existing role is skipped; a cluster-wide advisory lock
+            -- makes concurrent runs take turns). Creating the roles needs CREATEROLE; each new role gets
+            -- role-level timeouts (statement 30 s, lock 5 s, idle in transaction 60 s) that also hold
+            -- behind PgBouncer, where startup parameters do not.
 
             DO $$
             DECLARE
                 r text;
             BEGIN
+                -- Roles are cluster-wide: migrations of several schemas at once take turns here (the lock
+                -- is held until this migration commits).
+                PERFORM pg_advisory_xact_lock(hashtext('imagejobs.roles'));
                 FOREACH r IN ARRAY ARRAY['imagejobs_client', 'imagejobs_worker', 'imagejobs_reporter'] LOOP
-                    BEGIN
+                    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
                         EXECUTE format('CREATE ROLE %I NOLOGIN', r);
-                    EXCEPTION WHEN duplicate_object OR unique_violation THEN
-                        NULL;  -- another schema's migration created it
-                    END;
-                    BEGIN
+                        -- Set once, when created: an operator's later changes to these settings stay.
                         EXECUTE format('ALTER ROLE %I SET statement_timeout = %L', r, '30s');
                         EXECUTE format('ALTER ROLE %I SET lock_timeout = %L', r, '5s');
                         EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout = %L', r, '60s');
-                    EXCEPTION WHEN unique_violation OR insufficient_privilege THEN
-                        NULL;  -- a concurrent migration set them; or a non-superuser owner keeps the defaults
-                    END;
+                    END IF;
                 END LOOP;
                 EXECUTE format('GRANT USAGE ON SCHEMA %I TO imagejobs_client, imagejobs_worker, imagejobs_reporter', current_schema());
             END
