@@ -57,7 +57,7 @@ struct Rng: RandomNumberGenerator {
 
 let options = Options()
 let quiet = Logger(label: "chaos", factory: { _ in SwiftLogNoOpLogHandler() })
-let lease = 3.0, heartbeat = 0.5, sweep = 0.5
+let lease = 5.0, heartbeat = 1.0, sweep = 0.5
 let rescueBound = lease + sweep + 1.0
 final class Failures: @unchecked Sendable {
     private let lock = NSLock()
@@ -378,7 +378,7 @@ func scenarioMix() async throws {
     while t < 16 { schedule.append((t, "kill -9 a random worker (its supervisor restarts it)")); t += Double.random(in: 1.5...2.5, using: &rng) }
     schedule.append((3.5, "pg_ctl restart -m fast"))
     schedule.append((6.5, "pg_ctl stop -m immediate; 3 s down; start"))
-    schedule.append((11, "SIGSTOP a worker for 5 s (past its lease), then SIGCONT"))
+    schedule.append((11, "SIGSTOP a worker for 8 s (past its lease), then SIGCONT"))
     schedule.append((13.5, "pg_terminate_backend of every worker backend"))
     schedule.sort { $0.0 < $1.0 }
     for (at, what) in schedule { say(String(format: "  t=%5.1f s  %@", at, what)) }
@@ -409,7 +409,7 @@ func scenarioMix() async throws {
                 stopped = victim
                 let from = now()
                 kill(victim.processIdentifier, SIGSTOP)
-                try await Task.sleep(for: .seconds(5))
+                try await Task.sleep(for: .seconds(8))
                 kill(victim.processIdentifier, SIGCONT)
                 faults.stop(victim.processIdentifier, from, now())
                 stopped = nil
@@ -524,7 +524,7 @@ func scenarioZombie() async throws {
     let finished = await waitFor(timeout: 20) { (try? await queue.job(id).status) == .completed }
     let rescuedIn = now() - from
     kill(zombie.processIdentifier, SIGCONT)
-    try await Task.sleep(for: .seconds(5))  // the zombie wakes, heartbeats and finds it lost the job
+    try await Task.sleep(for: .seconds(3))  // the zombie wakes, heartbeats and finds it lost the job
     let job = try await queue.job(id)
     let attempts = readLog(logPath)[id] ?? []
     check(started && finished, "zombie: the stopped worker's job was rescued and finished by another worker (\(String(format: "%.1f", rescuedIn)) s after SIGSTOP)")
