@@ -415,6 +415,10 @@ struct Bench {
             "status": "ok", "n": .number(Double(count)), "concurrency": 50, "peak_rss_mb": .number(Double(peakKB) / 1024),
             "rss_first_tenth_mb": .number(Double(early) / 1024), "rss_last_tenth_mb": .number(Double(late) / 1024),
             "samples": .number(Double(samples.count)),
+            "rss_by_tenth_mb": .array((0..<10).map { t in
+                let slice = samples.dropFirst(samples.count * t / 10).prefix(max(1, samples.count / 10))
+                return .number(Double(slice.max() ?? 0) / 1024)
+            }),
         ]))
     }
 

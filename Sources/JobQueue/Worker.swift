@@ -101,6 +101,7 @@ public final class Worker: Service, Sendable {
                 group.addTask { await self.claimLoop() }
                 group.addTask { await self.heartbeatLoop() }
                 group.addTask { await self.sweepLoop() }
+                group.addTask { await self.deadlineLoop() }
                 if let listener {
                     group.addTask { await self.consume(listener) }
                 }
@@ -225,7 +226,8 @@ public final class Worker: Service, Sendable {
         state.update { $0.claimed += 1 }
         guard let handler = handlers[job.kind] else { return }
         let execution = Execution()
-        state.add(job.id, attempt: job.attempt, execution: execution)
+        let deadline = ContinuousClock.now + .milliseconds(Int64(max(0, claimed.remainingSeconds) * 1000))
+        state.add(job.id, attempt: job.attempt, execution: execution, deadline: deadline)
         var jobLogger = logger
         jobLogger[metadataKey: "job.id"] = "\(job.id)"
         jobLogger[metadataKey: "job.kind"] = "\(job.kind)"
@@ -268,14 +270,10 @@ public final class Worker: Service, Sendable {
                 execution.finish(.failure(error))
             }
         }
-        execution.setHandler(handlerTask)
-        let remaining = max(0, claimed.remainingSeconds)
-        let timer = Task {
-            try? await Task.sleep(for: .milliseconds(Int64(remaining * 1000)))
-            if !Task.isCancelled { execution.finish(.timedOut) }
-        }
+        // The deadline is watched by ``deadlineLoop()``, not by a sleeping task per job: a
+        // cancelled sleep keeps its timer (and the task) alive until the full timeout elapses,
+        // which would hold minutes of finished jobs in memory.
         let outcome = await execution.outcome()
-        timer.cancel()
         switch outcome {
         case .success, .failure: break
         case .timedOut, .interrupted: handlerTask.cancel()  // not awaited: the slot frees now
@@ -412,6 +410,14 @@ public final class Worker: Service, Sendable {
         }
     }
 
+    /// Ends attempts whose deadline passed (checked every 50 ms), cancelling their handlers.
+    private func deadlineLoop() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(50))
+            state.expire(now: .now)
+        }
+    }
+
     private func sweepLoop() async {
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.sweepInterval)
@@ -495,13 +501,6 @@ final class Execution: @unchecked Sendable {
     private let lock = NSLock()
     private var result: Worker.Outcome?
     private var waiter: CheckedContinuation<Worker.Outcome, Never>?
-    private var handler: Task<Void, Never>?
-
-    func setHandler(_ task: Task<Void, Never>) {
-        lock.lock()
-        handler = task
-        lock.unlock()
-    }
 
     func finish(_ outcome: Worker.Outcome) {
         lock.lock()
@@ -533,7 +532,7 @@ final class Execution: @unchecked Sendable {
 /// The worker's mutable state behind a lock: running attempts, counters and the wake signal.
 final class WorkerState: @unchecked Sendable {
     private let lock = NSLock()
-    private var running: [UUID: (attempt: Int, execution: Execution)] = [:]
+    private var running: [UUID: (attempt: Int, execution: Execution, deadline: ContinuousClock.Instant)] = [:]
     private var shuttingDown = false
     private var pendingWake = false
     private var waiter: (id: UInt64, continuation: CheckedContinuation<Void, Never>)?
@@ -558,10 +557,18 @@ final class WorkerState: @unchecked Sendable {
         wake()
     }
 
-    func add(_ id: UUID, attempt: Int, execution: Execution) {
+    func add(_ id: UUID, attempt: Int, execution: Execution, deadline: ContinuousClock.Instant) {
         lock.lock()
-        running[id] = (attempt, execution)
+        running[id] = (attempt, execution, deadline)
         lock.unlock()
+    }
+
+    /// Times out every running attempt whose deadline is past.
+    func expire(now: ContinuousClock.Instant) {
+        lock.lock()
+        let due = running.values.filter { $0.deadline <= now }.map(\.execution)
+        lock.unlock()
+        for execution in due { execution.finish(.timedOut) }
     }
 
     func remove(_ id: UUID) {
