@@ -259,7 +259,8 @@ public enum UUIDv7 {
         var bytes = [UInt8](repeating: 0, count: 16)
         for i in 0..<6 { bytes[i] = UInt8(truncatingIfNeeded: ms >> (40 - 8 * UInt64(i))) }
         var random = SystemRandomNumberGenerator()
-        for i in 6..<16 { bytes[i] = UInt8.random(in: 0...255, using: &random) }
+        let (r1, r2) = (random.next(), random.next())  // two draws, not one per byte
+        for i in 6..<16 { bytes[i] = UInt8(truncatingIfNeeded: (i < 14 ? r1 : r2) >> (UInt64(i % 8) * 8)) }
         bytes[6] = 0x70 | (bytes[6] & 0x0f)
         bytes[8] = 0x80 | (bytes[8] & 0x3f)
         return UUID(uuid: (bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
@@ -330,5 +331,128 @@ extension JSONValue {
             }
         }
         out += "\""
+    }
+}
+
+extension JSONValue {
+    /// Parses JSON text (RFC 8259) into a value.
+    public static func parse(_ text: String) throws -> JSONValue {
+        var parser = JSONReader(bytes: Array(text.utf8))
+        let value = try parser.value()
+        parser.skipSpace()
+        guard parser.at == parser.bytes.count else { throw parser.error("trailing characters") }
+        return value
+    }
+}
+
+/// A small JSON reader over UTF-8 bytes.
+struct JSONReader {
+    let bytes: [UInt8]
+    var at = 0
+
+    func error(_ what: String) -> JobQueueError {
+        JobQueueError(.invalidInput, "invalid JSON at byte \(at): \(what)")
+    }
+
+    mutating func skipSpace() {
+        while at < bytes.count, bytes[at] == 0x20 || bytes[at] == 0x0a || bytes[at] == 0x0d || bytes[at] == 0x09 { at += 1 }
+    }
+
+    mutating func value() throws -> JSONValue {
+        skipSpace()
+        guard at < bytes.count else { throw error("unexpected end") }
+        switch bytes[at] {
+        case UInt8(ascii: "{"):
+            at += 1
+            var o: [String: JSONValue] = [:]
+            skipSpace()
+            if at < bytes.count, bytes[at] == UInt8(ascii: "}") { at += 1; return .object(o) }
+            while true {
+                skipSpace()
+                guard at < bytes.count, bytes[at] == UInt8(ascii: "\"") else { throw error("expected a key") }
+                let key = try string()
+                skipSpace()
+                guard at < bytes.count, bytes[at] == UInt8(ascii: ":") else { throw error("expected ':'") }
+                at += 1
+                o[key] = try value()
+                skipSpace()
+                guard at < bytes.count else { throw error("unexpected end") }
+                if bytes[at] == UInt8(ascii: ",") { at += 1; continue }
+                if bytes[at] == UInt8(ascii: "}") { at += 1; return .object(o) }
+                throw error("expected ',' or '}'")
+            }
+        case UInt8(ascii: "["):
+            at += 1
+            var a: [JSONValue] = []
+            skipSpace()
+            if at < bytes.count, bytes[at] == UInt8(ascii: "]") { at += 1; return .array(a) }
+            while true {
+                a.append(try value())
+                skipSpace()
+                guard at < bytes.count else { throw error("unexpected end") }
+                if bytes[at] == UInt8(ascii: ",") { at += 1; continue }
+                if bytes[at] == UInt8(ascii: "]") { at += 1; return .array(a) }
+                throw error("expected ',' or ']'")
+            }
+        case UInt8(ascii: "\""):
+            return .string(try string())
+        case UInt8(ascii: "t"): try literal("true"); return .bool(true)
+        case UInt8(ascii: "f"): try literal("false"); return .bool(false)
+        case UInt8(ascii: "n"): try literal("null"); return .null
+        default:
+            let start = at
+            while at < bytes.count, (48...57).contains(bytes[at]) || [45, 43, 46, 101, 69].contains(bytes[at]) { at += 1 }
+            guard at > start, let n = Double(String(decoding: bytes[start..<at], as: UTF8.self)) else { throw error("expected a value") }
+            return .number(n)
+        }
+    }
+
+    mutating func literal(_ word: String) throws {
+        let w = Array(word.utf8)
+        guard at + w.count <= bytes.count, Array(bytes[at..<(at + w.count)]) == w else { throw error("expected \(word)") }
+        at += w.count
+    }
+
+    mutating func string() throws -> String {
+        at += 1  // opening quote
+        var out = [UInt8]()
+        while at < bytes.count {
+            let c = bytes[at]
+            if c == UInt8(ascii: "\"") { at += 1; return String(decoding: out, as: UTF8.self) }
+            if c == UInt8(ascii: "\\") {
+                at += 1
+                guard at < bytes.count else { break }
+                let e = bytes[at]
+                at += 1
+                switch e {
+                case UInt8(ascii: "n"): out.append(0x0a)
+                case UInt8(ascii: "t"): out.append(0x09)
+                case UInt8(ascii: "r"): out.append(0x0d)
+                case UInt8(ascii: "b"): out.append(0x08)
+                case UInt8(ascii: "f"): out.append(0x0c)
+                case UInt8(ascii: "u"):
+                    var scalar = try hex4()
+                    if (0xD800..<0xDC00).contains(scalar), at + 1 < bytes.count, bytes[at] == UInt8(ascii: "\\"), bytes[at + 1] == UInt8(ascii: "u") {
+                        at += 2
+                        let low = try hex4()
+                        scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                    }
+                    out += Array(String(Unicode.Scalar(scalar).map(Character.init) ?? "\u{FFFD}").utf8)
+                default: out.append(e)  // \" \\ \/
+                }
+                continue
+            }
+            out.append(c)
+            at += 1
+        }
+        throw error("unterminated string")
+    }
+
+    mutating func hex4() throws -> UInt32 {
+        guard at + 4 <= bytes.count, let v = UInt32(String(decoding: bytes[at..<(at + 4)], as: UTF8.self), radix: 16) else {
+            throw error("bad \\u escape")
+        }
+        at += 4
+        return v
     }
 }

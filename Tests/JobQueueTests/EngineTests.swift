@@ -392,3 +392,39 @@ struct SeededRandom: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 }
+
+@Suite("the engine's JSON writer and reader")
+struct JSONTextTests {
+    @Test("values written and read back are equal, with escapes, unicode and nesting")
+    func roundTrip() throws {
+        let value: JSONValue = .object([
+            "prompt": "a \"quoted\" \\ back\nslash\ttab \u{1} 🎨 中文", "n": 42, "x": 1.5, "neg": -3e-7, "ok": true, "none": .null,
+            "list": .array([1, "two", .array([]), .object([:])]),
+        ])
+        #expect(try JSONValue.parse(value.jsonText) == value)
+        #expect(try JSONValue.parse(#"{"a":"\ud83c\udfa8\u00e9"}"#) == .object(["a": "🎨é"]))
+        // What Foundation writes, the reader reads the same way.
+        let foundation = String(decoding: try JSONEncoder().encode(value), as: UTF8.self)
+        #expect(try JSONValue.parse(foundation) == value)
+        #expect(throws: JobQueueError.self) { try JSONValue.parse(#"{"a":1"#) }
+        #expect(throws: JobQueueError.self) { try JSONValue.parse("[1,]") }
+        #expect(throws: JobQueueError.self) { try JSONValue.parse("{} x") }
+    }
+}
+
+@Suite("UUID version 7")
+struct UUIDv7Tests {
+    @Test("ids carry version 7 and the RFC variant, sort by time, and do not repeat")
+    func shape() {
+        let ids = (0..<10_000).map { _ in UUIDv7.make() }
+        #expect(Set(ids).count == ids.count)
+        for id in ids.prefix(100) {
+            let s = id.uuidString
+            #expect(s[s.index(s.startIndex, offsetBy: 14)] == "7")
+            #expect("89AB".contains(s[s.index(s.startIndex, offsetBy: 19)]))
+        }
+        let early = UUIDv7.make(now: Date(timeIntervalSince1970: 1_000_000_000))
+        let late = UUIDv7.make(now: Date(timeIntervalSince1970: 2_000_000_000))
+        #expect(early.uuidString < late.uuidString)
+    }
+}
