@@ -55,7 +55,6 @@ extension ImageJobsCommand {
                     idempotencyKey: idempotencyKey, kind: kind)
                 let spec = try input.spec()
                 let queue = try database.queue()
-                try queue.validate(spec)
                 let (job, created) = try await queue.submit(spec)
                 if json { return try printJSON(job) }
                 print("\(created ? "submitted" : "already submitted (same idempotency key)") \(job.id) [\(job.priority.rawValue)]")

@@ -126,7 +126,7 @@ public final class JobQueue: Sendable {
     public func submit(_ spec: JobSpec) async throws -> (job: Job, created: Bool) {
         try validate(spec)
         do {
-            return try await pool.withConnection { try await self.submit(spec, on: $0) }
+            return try await pool.withConnection { try await self.insert(spec, on: $0) }
         } catch {
             throw JobQueueError.from(error)
         }
@@ -137,6 +137,11 @@ public final class JobQueue: Sendable {
     /// commit.
     public func submit(_ spec: JobSpec, on connection: PGConnection) async throws -> (job: Job, created: Bool) {
         try validate(spec)
+        return try await insert(spec, on: connection)
+    }
+
+    /// Inserts a spec already validated (each submit path validates once, before any I/O).
+    private func insert(_ spec: JobSpec, on connection: PGConnection) async throws -> (job: Job, created: Bool) {
         let channel = try await channel(on: connection)
         let id = UUIDv7.make()
         let row = JobSQL.insertRow(spec, id: id, ord: 0)

@@ -25,7 +25,8 @@ public struct Migration: Sendable, Equatable {
     /// Whether the file opts out of a transaction (first line `-- migrate:no-transaction`), for
     /// statements such as `CREATE INDEX CONCURRENTLY`.
     public static func runsInTransaction(_ sql: String) -> Bool {
-        !sql.split(separator: "\n", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces) == "-- migrate:no-transaction" }!
+        let firstLine = sql.split(separator: "\n", maxSplits: 1).first ?? ""
+        return firstLine.trimmingCharacters(in: .whitespaces) != "-- migrate:no-transaction"
     }
 
     /// Reads `NNNN_name.up.sql` / `.down.sql` pairs from a directory.

@@ -84,7 +84,7 @@ public struct PGError: Error, Sendable, CustomStringConvertible, CustomDebugStri
     public struct Kind: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Sendable {
             case server, connectionFailed, connectionClosed, invalidConfiguration, decoding,
-                poolTimeout, poolClosed, cancelled, protocolViolation, transaction
+                poolTimeout, poolClosed, cancelled, protocolViolation
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
