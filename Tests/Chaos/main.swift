@@ -528,7 +528,11 @@ func scenarioZombie() async throws {
     let job = try await queue.job(id)
     let attempts = readLog(logPath)[id] ?? []
     check(started && finished, "zombie: the stopped worker's job was rescued and finished by another worker (\(String(format: "%.1f", rescuedIn)) s after SIGSTOP)")
-    check(job.attempt == 2 && attempts.last?.pid != zombie.processIdentifier, "zombie: the completion is the second attempt's, on the other worker")
+    // The zombie may write its own start line only after SIGCONT (it was stopped between the
+    // claim and the log write), so look up the completing attempt, not the last line.
+    let completing = attempts.first { $0.attempt == job.attempt }
+    check(job.attempt == 2 && completing != nil && completing?.pid != zombie.processIdentifier,
+          "zombie: the completion is the second attempt's, on the other worker")
     check(zombie.isRunning, "zombie: the resumed worker is still running")
     let after = try await queue.job(id)
     check(after.status == .completed && after.attempt == 2 && after.finishedAt == job.finishedAt, "zombie: after SIGCONT its writes changed 0 rows")
