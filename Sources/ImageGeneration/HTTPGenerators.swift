@@ -20,9 +20,10 @@ struct HTTPClient: Sendable {
     func postJSON(_ url: URL, body: [String: JSONValue], headers: [String: String], timeout: Double, backend: String) async throws -> Data {
         var request = URLRequest(url: url)
         request.httpMethod = "POST"
-        // A little past the job's deadline, so the worker's own deadline (a timeout, final)
-        // ends a slow request rather than the client (a retryable failure).
-        request.timeoutInterval = max(1, timeout) + 0.5
+        // Past the job's deadline, so the worker's own deadline (a timeout, final) ends a slow
+        // request rather than the client (a retryable failure); the client's timer is only a
+        // backstop (in CI, with half a second of margin, it was seen to win the race).
+        request.timeoutInterval = max(1, timeout) + 2
         request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         request.setValue("application/json", forHTTPHeaderField: "Accept")
         for (k, v) in headers { request.setValue(v, forHTTPHeaderField: k) }

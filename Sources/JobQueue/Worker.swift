@@ -237,7 +237,7 @@ public final class Worker: Service, Sendable {
         // The bookkeeping task is unstructured on purpose: it must outlive a handler that
         // ignores cancellation, and its writes must not be cut off by that cancellation.
         Task {
-            let outcome = await self.runWithDeadline(handler, claimed, context: context, execution: execution)
+            let outcome = await self.runWithDeadline(handler, claimed, context: context, execution: execution, deadline: deadline)
             await self.record(outcome, for: job, logger: log)
             self.state.remove(job.id)
             self.state.wake()
@@ -261,13 +261,16 @@ public final class Worker: Service, Sendable {
     }
 
     private func runWithDeadline(
-        _ handler: any JobHandler, _ claimed: ClaimedJob, context: JobContext, execution: Execution
+        _ handler: any JobHandler, _ claimed: ClaimedJob, context: JobContext, execution: Execution,
+        deadline: ContinuousClock.Instant
     ) async -> Outcome {
         let handlerTask = Task {
             do {
                 execution.finish(.success(try await handler.run(claimed, context: context)))
             } catch {
-                execution.finish(.failure(error))
+                // A failure that arrives at or after the deadline is the deadline's doing (a
+                // client timeout racing the deadline loop's 50 ms tick): it is a timeout.
+                execution.finish(ContinuousClock.now >= deadline ? .timedOut : .failure(error))
             }
         }
         // The deadline is watched by ``deadlineLoop()``, not by a sleeping task per job: a
