@@ -323,7 +323,8 @@ enum JobSQL {
             next_attempt_at = CASE WHEN f.final THEN j.next_attempt_at ELSE now() + \(unsafeSQL: backoffExpression(backoff)) END,
             finished_at = CASE WHEN f.final THEN now() END,
             error_message = left(f.msg, 2000),
-            errors = j.errors || jsonb_build_object('attempt', j.attempt, 'at', now(), 'message', left(f.msg, 2000), 'worker', j.worker_id)
+            errors = j.errors || jsonb_build_object('attempt', j.attempt, 'at', now(), 'message', left(f.msg, 2000), 'worker', j.worker_id,
+                                                  'retried', NOT f.final, 'timed_out', \(timedOut)::boolean)
         FROM f
         WHERE j.id = f.id AND j.attempt = \(attempt) AND j.status = 'running'
         RETURNING j.status, j.retry_count, j.next_attempt_at, j.error_message
@@ -407,7 +408,8 @@ enum JobSQL {
             next_attempt_at = CASE WHEN d.final THEN j.next_attempt_at ELSE now() + \(unsafeSQL: backoffExpression(backoff)) END,
             finished_at = CASE WHEN d.final THEN now() END,
             error_message = d.msg,
-            errors = j.errors || jsonb_build_object('attempt', j.attempt, 'at', now(), 'message', d.msg, 'worker', j.worker_id)
+            errors = j.errors || jsonb_build_object('attempt', j.attempt, 'at', now(), 'message', d.msg, 'worker', j.worker_id,
+                                                  'retried', NOT d.final, 'timed_out', d.overdue)
         FROM decided d
         WHERE j.id = d.id AND j.attempt = d.attempt AND j.status = 'running'
         RETURNING j.id, j.status, d.overdue

@@ -34,7 +34,7 @@ struct SecurityTests {
             let job = "'\(id.uuidString.lowercased())'"
             // statement, then whether client, worker, reporter may run it
             let matrix: [(String, [Bool])] = [
-                ("SELECT id, status, priority, error_message FROM jobs", [true, true, true]),
+                ("SELECT id, status, priority, error_message FROM jobs", [true, true, false]),
                 ("SELECT params FROM jobs", [true, true, false]),
                 ("INSERT INTO jobs (id, conversation_id, params) VALUES (gen_random_uuid(), gen_random_uuid(), '{}')", [true, false, false]),
                 ("INSERT INTO batches (id, conversation_id, job_count) VALUES (gen_random_uuid(), gen_random_uuid(), 1)", [true, false, false]),
@@ -49,8 +49,11 @@ struct SecurityTests {
                 ("SELECT id FROM jobs WHERE status = 'pending' FOR UPDATE SKIP LOCKED", [true, true, false]),
                 ("INSERT INTO job_results (job_id, content_type, bytes, byte_size, sha256, backend, generation_ms) VALUES (\(job), 'image/png', '\\x00', 1, repeat('a', 64), 'x', 1)", [false, true, false]),
                 ("SELECT bytes FROM job_results", [true, true, false]),
-                ("SELECT job_id, byte_size, sha256 FROM job_results", [true, true, true]),
-                ("SELECT * FROM workers", [false, true, true]),
+                ("SELECT job_id, byte_size, sha256 FROM job_results", [true, true, false]),
+                ("SELECT * FROM workers", [false, true, false]),
+                ("SELECT * FROM report_queue_depth", [false, false, true]),
+                ("SELECT * FROM report_retries", [false, false, true]),
+                ("SELECT * FROM report_window_jobs", [false, false, false]),
                 ("INSERT INTO workers (id, host, pid, concurrency, kinds) VALUES ('w', 'h', 1, 1, '{}')", [false, true, false]),
                 ("DELETE FROM job_count_deltas", [false, true, false]),
                 ("INSERT INTO job_count_deltas VALUES (0, 'normal', now(), 1)", [false, false, false]),
