@@ -28,6 +28,10 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Seconds past its deadline after which the sweep ends a job.") var stuckGrace: Double = 30
     @Option(help: "Seconds running jobs may finish after SIGTERM.") var shutdownGrace: Double = 30
     @Option(help: "Base of the retry backoff in seconds (1 s, 2 s, 4 s …).") var backoffBase: Double = 1
+    @Option(help: ArgumentHelp("Delete finished jobs older than this in the sweep (e.g. 7d), or off.", valueName: "age|off"))
+    var retention = "7d"
+    @Option(help: "Serve Prometheus metrics on this port (GET /metrics).") var metricsPort: Int?
+    @Option(help: "Address the metrics server binds.") var metricsHost = "0.0.0.0"
     @Option(help: "Database connections of this process.") var maxConnections: Int?
     @Flag(help: "Poll only; no LISTEN (for PgBouncer in transaction mode).") var noListen = false
     @Flag(help: .hidden) var diagnostic = false
@@ -48,6 +52,8 @@ struct WorkerCommand: AsyncParsableCommand {
             throw ValidationError("--generator command needs --generator-command \"PROGRAM ARGS\" (or IMAGEJOBS_GENERATOR_COMMAND)")
         }
         if lease <= heartbeatInterval * 2 { throw ValidationError("--lease must be more than twice --heartbeat-interval") }
+        if retention != "off" && Age(argument: retention) == nil { throw ValidationError(Age.invalid("--retention", retention) + ", or off") }
+        if let metricsPort, !(1...65535).contains(metricsPort) { throw ValidationError("--metrics-port must be 1–65535") }
     }
 
     func run() async throws {
@@ -64,6 +70,7 @@ struct WorkerCommand: AsyncParsableCommand {
             config.shutdownGrace = .milliseconds(Int64(shutdownGrace * 1000))
             config.backoff = RetryBackoff(base: .milliseconds(Int64(backoffBase * 1000)))
             config.listen = !noListen
+            config.retention = retention == "off" ? nil : Age(argument: retention)!.duration
             var pgConfig = try database.configuration()
             // One name per process, so operators (and the fault drills) can tell backends apart.
             pgConfig.applicationName = "imagejobs-worker-\(getpid())"

@@ -381,6 +381,15 @@ enum JobSQL {
         "SELECT pg_try_advisory_xact_lock(hashtext('imagejobs.sweep'), hashtext(current_schema())) AS ok"
     }
 
+    /// One page of retention (see migration 0007): finished jobs older than `olderThan`, their
+    /// images, emptied batches and gone workers, at most `limit` of each.
+    static func prune(olderThan: Duration, limit: Int, dryRun: Bool) -> PGQuery {
+        """
+        SELECT jobs, images, batches, workers
+        FROM prune_finished(\(olderThan.milliseconds) * interval '1 millisecond', \(limit), \(dryRun))
+        """
+    }
+
     /// Rescues running jobs whose worker stopped heartbeating (`lease`) or that ran far past
     /// their deadline (`grace`). Run under ``trySweepLock()``; staleness counts from the later of the heartbeat and the server's start, so a
     /// short database restart rescues nothing; each row is re-checked under its lock.

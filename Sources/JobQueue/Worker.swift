@@ -34,6 +34,14 @@ public struct WorkerConfiguration: Sendable {
     public var maxReconnectDelay: Duration = .seconds(2)
     /// Most jobs the sweep rescues per statement. Defaults to 500.
     public var sweepBatch = 500
+    /// Finished jobs (with their images), emptied batches and gone workers older than this are
+    /// deleted by the sweep, a page at a time. Defaults to 7 days; `nil` keeps everything.
+    public var retention: Duration? = .seconds(7 * 24 * 3600)
+    /// Rows per prune transaction. Defaults to 1,000.
+    public var pruneBatch = 1000
+    /// Most time one sweep spends pruning; a larger backlog continues at the next sweep.
+    /// Defaults to 2 s.
+    public var pruneBudget: Duration = .seconds(2)
 
     public init(id: String? = nil) {
         let host = ProcessInfo.processInfo.hostName
@@ -53,6 +61,8 @@ public struct WorkerCounters: Sendable, Equatable {
     public var staleWrites = 0
     public var leaseLost = 0
     public var released = 0
+    /// Finished jobs this process's sweeps deleted (retention).
+    public var pruned = 0
     public var claimErrors = 0
 }
 
@@ -438,6 +448,17 @@ public final class Worker: Service, Sendable {
                                       backoff: configuration.backoff, batch: configuration.sweepBatch, logger: logger)
         let rescued = try await maintenance.runOnce()
         if let rescued { state.update { $0.rescued += rescued } }
+        // The process that won the sweep also prunes, in transactions of its own: the sweep's
+        // lock is not held meanwhile, and each page commits on its own.
+        if rescued != nil, let retention = configuration.retention {
+            do {
+                let pruned = try await maintenance.prune(
+                    olderThan: retention, batch: configuration.pruneBatch, budget: configuration.pruneBudget)
+                if pruned.jobs > 0 { state.update { $0.pruned += pruned.jobs } }
+            } catch {
+                logger.warning("pruning finished jobs failed; trying again at the next sweep", metadata: ["error": "\(error)"])
+            }
+        }
         return rescued
     }
 
@@ -496,6 +517,62 @@ public struct Maintenance: Sendable {
             return rescued
         }
         return result
+    }
+
+    /// Deletes finished jobs (and their images), emptied batches and gone workers older than
+    /// `olderThan`, `batch` rows per transaction, until nothing is left or `budget` is spent.
+    /// Each transaction runs under a 5 s statement timeout and a 1 s lock timeout, and its row
+    /// locks skip what others hold, so pruning never makes a claim or a completion wait.
+    /// With `dryRun`, counts what a full prune would delete and deletes nothing.
+    public func prune(olderThan: Duration, batch: Int = 1000, dryRun: Bool = false, budget: Duration? = nil) async throws -> PruneResult {
+        let started = ContinuousClock.now
+        var total = PruneResult()
+        while true {
+            let page: PruneResult = try await pool.withTransaction { conn in
+                try await conn.setLocalStatementTimeout(.seconds(5))
+                try await conn.query("SET LOCAL lock_timeout = '1s'".named("Maintenance.pruneLockTimeout"))
+                let row = try await conn.query(JobSQL.prune(olderThan: olderThan, limit: batch, dryRun: dryRun).named("JobSQL.prune"))[0]
+                return PruneResult(
+                    jobs: try row.decode("jobs"), images: try row.decode("images"),
+                    batches: try row.decode("batches"), workers: try row.decode("workers"), transactions: 1)
+            }
+            total.add(page)
+            if dryRun || max(page.jobs, page.batches, page.workers) < batch { break }
+            if let budget, ContinuousClock.now - started >= budget { break }
+        }
+        if total.jobs + total.batches + total.workers > 0 && !dryRun {
+            logger.info("pruned finished jobs", metadata: [
+                "prune.jobs": "\(total.jobs)", "prune.images": "\(total.images)",
+                "prune.batches": "\(total.batches)", "prune.workers": "\(total.workers)",
+            ])
+        }
+        return total
+    }
+}
+
+/// What a prune deleted (or, in a dry run, would delete).
+public struct PruneResult: Sendable, Equatable, Codable {
+    public var jobs = 0
+    public var images = 0
+    public var batches = 0
+    public var workers = 0
+    /// Transactions it took (one page each).
+    public var transactions = 0
+
+    public init(jobs: Int = 0, images: Int = 0, batches: Int = 0, workers: Int = 0, transactions: Int = 0) {
+        self.jobs = jobs
+        self.images = images
+        self.batches = batches
+        self.workers = workers
+        self.transactions = transactions
+    }
+
+    mutating func add(_ other: PruneResult) {
+        jobs += other.jobs
+        images += other.images
+        batches += other.batches
+        workers += other.workers
+        transactions += other.transactions
     }
 }
 
