@@ -9,8 +9,10 @@ struct DatabaseOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("PostgreSQL URL or conninfo (default: $DATABASE_URL, then the PG* variables).", valueName: "url"))
     var databaseURL: String?
 
-    @Option(name: .long, help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error.", valueName: "level"))
-    var logLevel: String = "warning"
+    @Option(name: .customLong("log-level"), help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error (default: warning; info for worker).", valueName: "level"))
+    var logLevelOption: String?
+
+    var logLevel: String { logLevelOption ?? "warning" }
 
     func configuration() throws -> PGConfiguration {
         let configuration = PGConfiguration.resolve(explicit: databaseURL)

@@ -32,6 +32,7 @@ struct WorkerCommand: AsyncParsableCommand {
     var retention = "7d"
     @Option(help: "Serve Prometheus metrics on this port (GET /metrics).") var metricsPort: Int?
     @Option(help: "Address the metrics server binds.") var metricsHost = "0.0.0.0"
+    @Option(help: "Seconds between samples of the queue depth for the metrics.") var queueDepthInterval: Double = 15
     @Option(help: "Database connections of this process.") var maxConnections: Int?
     @Flag(help: "Poll only; no LISTEN (for PgBouncer in transaction mode).") var noListen = false
     @Flag(help: .hidden) var diagnostic = false
@@ -58,8 +59,11 @@ struct WorkerCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await runCommand {
-            LoggingSystem.bootstrapOnce(level: database.logLevel)
-            let logger = database.logger()
+            // A worker logs at info unless told otherwise: claims and completions stay at debug,
+            // retries, timeouts, rescues and reconnects show.
+            LoggingSystem.bootstrapOnce(level: database.logLevelOption ?? "info")
+            var logger = Logger(label: "imagejobs")
+            logger.logLevel = Logger.Level(rawValue: database.logLevelOption ?? "info") ?? .info
             var config = WorkerConfiguration()
             config.concurrency = concurrency
             config.pollInterval = .milliseconds(Int64(pollInterval * 1000))
@@ -71,6 +75,13 @@ struct WorkerCommand: AsyncParsableCommand {
             config.backoff = RetryBackoff(base: .milliseconds(Int64(backoffBase * 1000)))
             config.listen = !noListen
             config.retention = retention == "off" ? nil : Age(argument: retention)!.duration
+            var metricsServer: MetricsServer?
+            if let metricsPort {
+                metricsServer = try MetricsServer.start(host: metricsHost, port: metricsPort)
+                config.queueDepthSampleInterval = .milliseconds(Int64(max(0.1, queueDepthInterval) * 1000))
+                logger.info("serving metrics", metadata: ["metrics.url": "http://\(metricsHost):\(metricsServer!.port)/metrics"])
+            }
+            defer { metricsServer?.stop() }
             var pgConfig = try database.configuration()
             // One name per process, so operators (and the fault drills) can tell backends apart.
             pgConfig.applicationName = "imagejobs-worker-\(getpid())"

@@ -381,6 +381,16 @@ enum JobSQL {
         "SELECT pg_try_advisory_xact_lock(hashtext('imagejobs.sweep'), hashtext(current_schema())) AS ok"
     }
 
+    /// Pending and running jobs per priority, for the queue-depth metric (served by the
+    /// partial indexes of both states).
+    static func queueDepth() -> PGQuery {
+        """
+        SELECT status::text AS status, priority::text AS priority, count(*) AS jobs
+        FROM jobs WHERE status IN ('pending', 'running')
+        GROUP BY status, priority
+        """
+    }
+
     /// One page of retention (see migration 0007): finished jobs older than `olderThan`, their
     /// images, emptied batches and gone workers, at most `limit` of each.
     static func prune(olderThan: Duration, limit: Int, dryRun: Bool) -> PGQuery {

@@ -42,6 +42,10 @@ public struct WorkerConfiguration: Sendable {
     /// Most time one sweep spends pruning; a larger backlog continues at the next sweep.
     /// Defaults to 2 s.
     public var pruneBudget: Duration = .seconds(2)
+    /// How often to sample the queue depth (pending and running jobs per priority) into the
+    /// `imagejobs_queue_depth` metric; one small query each time. Defaults to `nil` (off):
+    /// turn it on where a metrics backend is bootstrapped.
+    public var queueDepthSampleInterval: Duration?
 
     public init(id: String? = nil) {
         let host = ProcessInfo.processInfo.hostName
@@ -80,8 +84,9 @@ public final class Worker: Service, Sendable {
     let pool: PGPool
     let handlers: [String: any JobHandler]
     let logger: Logger
-    let state = WorkerState()
+    let state: WorkerState
     let completer: Completer
+    let metrics: WorkerMetrics
 
     public init(pool: PGPool, handlers: [any JobHandler], configuration: WorkerConfiguration, logger: Logger) {
         precondition(configuration.concurrency >= 1, "concurrency must be at least 1")
@@ -94,6 +99,8 @@ public final class Worker: Service, Sendable {
         logger[metadataKey: "worker.id"] = "\(configuration.id)"
         self.logger = logger
         self.completer = Completer(pool: pool)
+        self.metrics = WorkerMetrics(kinds: byKind.keys.sorted())
+        self.state = WorkerState(metrics: metrics, concurrency: configuration.concurrency)
     }
 
     /// What the worker has done so far.
@@ -112,6 +119,7 @@ public final class Worker: Service, Sendable {
                 group.addTask { await self.heartbeatLoop() }
                 group.addTask { await self.sweepLoop() }
                 group.addTask { await self.deadlineLoop() }
+                group.addTask { await self.metricsLoop(listener) }
                 if let listener {
                     group.addTask { await self.consume(listener) }
                 }
@@ -234,6 +242,9 @@ public final class Worker: Service, Sendable {
     private func start(_ claimed: ClaimedJob) {
         let job = claimed.job
         state.update { $0.claimed += 1 }
+        if let started = job.startedAt {
+            metrics.claimed(kind: job.kind, waited: started.timeIntervalSince(job.nextAttemptAt))
+        }
         guard let handler = handlers[job.kind] else { return }
         let execution = Execution()
         let deadline = ContinuousClock.now + .milliseconds(Int64(max(0, claimed.remainingSeconds) * 1000))
@@ -274,7 +285,10 @@ public final class Worker: Service, Sendable {
         _ handler: any JobHandler, _ claimed: ClaimedJob, context: JobContext, execution: Execution,
         deadline: ContinuousClock.Instant
     ) async -> Outcome {
+        let metrics = self.metrics
         let handlerTask = Task {
+            let started = ContinuousClock.now
+            defer { metrics.handlerFinished(kind: claimed.job.kind, after: ContinuousClock.now - started) }
             do {
                 execution.finish(.success(try await handler.run(claimed, context: context)))
             } catch {
@@ -428,6 +442,35 @@ public final class Worker: Service, Sendable {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(50))
             state.expire(now: .now)
+        }
+    }
+
+    /// Forwards reconnects (pool and listener) to the metrics every few seconds, and samples
+    /// the queue depth when ``WorkerConfiguration/queueDepthSampleInterval`` is set.
+    private func metricsLoop(_ listener: PGListener?) async {
+        var reported = 0
+        var lastSample: ContinuousClock.Instant?
+        while !Task.isCancelled {
+            let reconnects = await pool.connectionsLost + (listener?.reconnects ?? 0)
+            if reconnects > reported {
+                metrics.reconnected(reconnects - reported)
+                reported = reconnects
+            }
+            if let interval = configuration.queueDepthSampleInterval,
+               lastSample.map({ ContinuousClock.now - $0 >= interval }) ?? true {
+                lastSample = ContinuousClock.now
+                if let rows = try? await pool.query(JobSQL.queueDepth().named("JobSQL.queueDepth")) {
+                    var counts: [String: Int] = [:]
+                    for row in rows {
+                        if let status = try? row.decode("status", as: String.self), let priority = try? row.decode("priority", as: String.self),
+                           let n = try? row.decode("jobs", as: Int.self) {
+                            counts["\(status)/\(priority)"] = n
+                        }
+                    }
+                    metrics.queueDepth(counts)
+                }
+            }
+            try? await Task.sleep(for: .seconds(1))
         }
     }
 
@@ -619,6 +662,14 @@ final class WorkerState: @unchecked Sendable {
     private var nextWaiter: UInt64 = 0
     private var expiredWaiter: UInt64 = 0
     private(set) var countersStorage = WorkerCounters()
+    private let metrics: WorkerMetrics
+    private let concurrency: Int
+
+    init(metrics: WorkerMetrics, concurrency: Int) {
+        self.metrics = metrics
+        self.concurrency = concurrency
+        metrics.slots(free: concurrency, running: 0)
+    }
 
     var counters: WorkerCounters { lock.lock(); defer { lock.unlock() }; return countersStorage }
     var runningCount: Int { lock.lock(); defer { lock.unlock() }; return running.count }
@@ -626,8 +677,11 @@ final class WorkerState: @unchecked Sendable {
 
     func update(_ body: (inout WorkerCounters) -> Void) {
         lock.lock()
+        let old = countersStorage
         body(&countersStorage)
+        let new = countersStorage
         lock.unlock()
+        metrics.forward(from: old, to: new)
     }
 
     func beginShutdown() {
@@ -640,7 +694,9 @@ final class WorkerState: @unchecked Sendable {
     func add(_ id: UUID, attempt: Int, execution: Execution, deadline: ContinuousClock.Instant) {
         lock.lock()
         running[id] = (attempt, execution, deadline)
+        let count = running.count
         lock.unlock()
+        metrics.slots(free: concurrency - count, running: count)
     }
 
     /// Times out every running attempt whose deadline is past.
@@ -654,7 +710,9 @@ final class WorkerState: @unchecked Sendable {
     func remove(_ id: UUID) {
         lock.lock()
         running[id] = nil
+        let count = running.count
         lock.unlock()
+        metrics.slots(free: concurrency - count, running: count)
     }
 
     func runningAttempts() -> [(UUID, Int)] {

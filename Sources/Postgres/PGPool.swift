@@ -32,6 +32,9 @@ public actor PGPool {
     private var closed = false
     /// Connections opened over the pool's life (a reconnect counter for metrics and tests).
     public private(set) var connectionsOpened = 0
+    /// Connections found broken (server restart, terminated backend, network) and dropped;
+    /// each is replaced by a new connection when next needed.
+    public private(set) var connectionsLost = 0
 
     public init(configuration: PGConfiguration, options: Options = Options(), logger: Logger) {
         precondition(options.maxConnections >= 1, "a pool needs at least one connection")
@@ -105,6 +108,7 @@ public actor PGPool {
             while let connection = idle.popLast() {
                 if await connection.isUsable { return connection }
                 openCount -= 1
+                connectionsLost += 1
                 await connection.close()
             }
             if openCount < options.maxConnections {
@@ -132,6 +136,7 @@ public actor PGPool {
         if !closed, await connection.isUsable {
             idle.append(connection)
         } else {
+            if !closed { connectionsLost += 1 }
             openCount -= 1
             await connection.close()
         }
