@@ -4,18 +4,19 @@ SHELL := /bin/bash
 SWIFT ?= swift
 BIN_DIR = $(shell $(SWIFT) build --show-bin-path 2>/dev/null)
 
-.PHONY: help deps build test demo db-up db-down migrate bench bench-quick bench-peers chaos generate compose-check
+.PHONY: help deps build test demo db-up db-down migrate bench bench-quick bench-peers chaos soak generate compose-check
 
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-deps: ## Install missing system packages (PostgreSQL server, libpq, zlib, pkg-config).
+deps: ## Install missing system packages (PostgreSQL server, libpq, zlib, pkg-config, openssl).
 	@missing=""; \
 	command -v pkg-config >/dev/null || missing="$$missing pkg-config"; \
 	pkg-config --exists libpq 2>/dev/null || missing="$$missing libpq-dev"; \
 	pkg-config --exists zlib 2>/dev/null || missing="$$missing zlib1g-dev"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql postgresql-contrib"; \
 	command -v python3 >/dev/null || missing="$$missing python3 python3-venv"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -35,6 +36,11 @@ chaos: build ## The fault drills alone against the local cluster (kill -9, resta
 	@url=$${DATABASE_URL:-$$(scripts/db.sh up | sed 's/^DATABASE_URL=//')}; \
 	  DATABASE_URL="$$url" "$(BIN_DIR)/imagejobs-chaos" --bin "$(BIN_DIR)/imagejobs" --pg-ctl "scripts/db.sh ctl" \
 	  --jobs $${CHAOS_JOBS:-5000} --seed $${CHAOS_SEED:-$$(date +%s)}
+
+soak: build ## A long run: 1,000,000 jobs (SOAK_JOBS) with retention pruning, exactly-once and table-bloat checks.
+	@url=$${DATABASE_URL:-$$(scripts/db.sh up | sed 's/^DATABASE_URL=//')}; \
+	  DATABASE_URL="$$url" "$(BIN_DIR)/imagejobs-chaos" --bin "$(BIN_DIR)/imagejobs" --pg-ctl "scripts/db.sh ctl" \
+	  --scenarios soak --soak-jobs $${SOAK_JOBS:-1000000} --workers $${SOAK_WORKERS:-4}
 
 demo: deps ## The end-to-end demo: PostgreSQL, migrations, a batch, two workers, live progress, PNGs in demo-output/
 	@scripts/demo.sh

@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 started=0
-cleanup() { if [ "$started" = 1 ]; then scripts/db.sh down || true; fi; }
+cleanup() {
+    scripts/db.sh tls-down || true
+    if [ "$started" = 1 ]; then scripts/db.sh down || true; fi
+}
 trap cleanup EXIT
 
 if [ -z "${DATABASE_URL:-}" ]; then
@@ -13,6 +16,8 @@ if [ -z "${DATABASE_URL:-}" ]; then
     eval "export $(scripts/db.sh up)"
     started=1
 fi
+# A second, TLS-only cluster with a local CA for the sslmode=verify-full tests.
+eval "export $(scripts/db.sh tls-up)"
 echo "tests use $(echo "$DATABASE_URL" | sed -E 's#//([^:@/]+):[^@/]*@#//\1:***@#')"
 
 python3 scripts/embed-migrations.py >/dev/null

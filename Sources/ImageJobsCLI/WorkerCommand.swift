@@ -138,7 +138,9 @@ extension LoggingSystem {
 /// A handler for tests and fault drills, driven by the job's parameters:
 /// `sleep_ms` (cooperative), `fail_attempts` (fail the first N attempts), `permanent` (fail
 /// for good), `crash_attempts` (exit the process on the first N attempts, `-1` on all),
-/// `hang_ms` (ignore cancellation). Appends start and end lines to an execution log.
+/// `hang_ms` (ignore cancellation), `db_sleep_ms` with `db_timeout_ms` and `db_attempts` (run a
+/// statement past its statement timeout on the first attempts). Appends start and end lines
+/// to an execution log.
 struct DiagnosticHandler: JobHandler {
     let kind = "test.script"
     let executionLog: String?
@@ -163,6 +165,15 @@ struct DiagnosticHandler: JobHandler {
         }
         if let sleep = p["sleep_ms"]?.intValue {
             try await Task.sleep(for: .milliseconds(sleep))
+        }
+        if let dbSleep = p["db_sleep_ms"]?.intValue, job.attempt <= (p["db_attempts"]?.intValue ?? 1) {
+            // A statement that runs into its statement timeout inside the handler: the error
+            // (SQLSTATE 57014) fails the attempt like any other, and the connection stays usable.
+            let timeout = p["db_timeout_ms"]?.intValue ?? 100
+            try await context.pool.withTransaction { conn in
+                try await conn.setLocalStatementTimeout(.milliseconds(timeout))
+                try await conn.query("SELECT pg_sleep(\(Double(dbSleep) / 1000))")
+            }
         }
         if p["permanent"]?.boolValue == true {
             log("fail", job)

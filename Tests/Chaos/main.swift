@@ -4,7 +4,7 @@
 // workers' execution log and prints the figures. Exits non-zero when an invariant fails.
 //
 //   imagejobs-chaos --bin PATH --pg-ctl "scripts/db.sh ctl" [--jobs 5000] [--workers 4] [--seed N]
-//                   [--scenarios clean,mix,outage,restart,zombie]
+//                   [--scenarios clean,mix,outage,restart,zombie,soak] [--soak-jobs 20000]
 import Foundation
 import JobQueue
 import Logging
@@ -25,8 +25,9 @@ struct Options {
     var jobs = 5000
     var workers = 4
     var seed: UInt64 = UInt64(Date().timeIntervalSince1970)
-    var scenarios = ["clean", "mix", "outage", "restart", "zombie"]
+    var scenarios = ["clean", "mix", "outage", "restart", "zombie", "soak"]
     var url = ProcessInfo.processInfo.environment["DATABASE_URL"] ?? ""
+    var soakJobs = 20_000
 
     init() {
         var args = CommandLine.arguments.dropFirst()
@@ -38,6 +39,7 @@ struct Options {
             case "--workers": workers = Int(args.popFirst() ?? "") ?? workers
             case "--seed": seed = UInt64(args.popFirst() ?? "") ?? seed
             case "--scenarios": scenarios = (args.popFirst() ?? "").split(separator: ",").map(String.init)
+            case "--soak-jobs": soakJobs = Int(args.popFirst() ?? "") ?? soakJobs
             default: fatalError("unknown argument \(a)")
             }
         }
@@ -55,7 +57,17 @@ struct Rng: RandomNumberGenerator {
     }
 }
 
-let options = Options()
+var parsedOptions = Options()
+/// Canaries: a password in every worker's connection URL (the cluster trusts local
+/// connections, so it is sent nowhere) and a prompt in every job; neither may appear in any
+/// worker's log, whatever faults the drill injects.
+let canaryPassword = "canary-pw-\(parsedOptions.seed)"
+let canaryPrompt = "canary prompt \(parsedOptions.seed) of a red fox"
+if var components = URLComponents(string: parsedOptions.url), components.password == nil, components.scheme?.hasPrefix("postgres") == true {
+    components.password = canaryPassword
+    parsedOptions.url = components.string ?? parsedOptions.url
+}
+let options = parsedOptions
 let quiet = Logger(label: "chaos", factory: { _ in SwiftLogNoOpLogHandler() })
 let lease = 5.0, heartbeat = 1.0, sweep = 0.5
 let rescueBound = lease + sweep + 1.0
@@ -127,17 +139,36 @@ final class Fleet: @unchecked Sendable {
         self.log = log
     }
 
+    var extraArguments: [String] = []
+    var concurrency = 4
+    var logLevel = "debug"
+    private var spawned = 0
+
+    /// The worker logs (one file per process, at debug level: the most a log can say).
+    var logFiles: [String] {
+        lock.lock()
+        defer { lock.unlock() }
+        return (0..<spawned).map { "\(log).stderr.\($0)" }
+    }
+
     func spawn() -> Process {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: options.bin)
         p.arguments = [
-            "worker", "--diagnostic", "--execution-log", log, "--concurrency", "4", "--poll-interval", "0.2",
+            "worker", "--diagnostic", "--execution-log", log, "--concurrency", "\(concurrency)", "--poll-interval", "0.2",
             "--heartbeat-interval", "\(heartbeat)", "--lease", "\(lease)", "--sweep-interval", "\(sweep)", "--stuck-grace", "2",
-            "--backoff-base", "0.2", "--shutdown-grace", "1", "--max-connections", "3", "--database-url", url, "--log-level", "error",
-        ]
+            "--backoff-base", "0.2", "--shutdown-grace", "1", "--max-connections", "3", "--database-url", url, "--log-level", logLevel,
+        ] + extraArguments
         p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
+        lock.lock()
+        let path = "\(log).stderr.\(spawned)"
+        spawned += 1
+        lock.unlock()
+        FileManager.default.createFile(atPath: path, contents: nil)
+        let handle = FileHandle(forWritingAtPath: path) ?? FileHandle.nullDevice
+        p.standardError = handle
         try! p.run()
+        try? handle.close()
         lock.lock()
         processes.append(p)
         lock.unlock()
@@ -252,7 +283,7 @@ func submit(_ queue: JobQueue, count: Int, rng: inout Rng, extra: [JobSpec] = []
         let conversation = UUID()
         let chunk = min(500, count - i)
         let specs = (0..<chunk).map { _ -> JobSpec in
-            var params: [String: JSONValue] = ["sleep_ms": .number(Double(Int.random(in: 20...80, using: &rng)))]
+            var params: [String: JSONValue] = ["sleep_ms": .number(Double(Int.random(in: 20...80, using: &rng))), "prompt": .string(canaryPrompt)]
             if Int.random(in: 0..<100, using: &rng) == 0 { params["fail_attempts"] = 1 }
             return JobSpec(kind: "test.script", params: params, conversationID: conversation, maxRetries: 5)
         }
@@ -337,6 +368,22 @@ func verify(_ pool: PGPool, ids: [UUID], logPath: String, faults: FaultLog, expe
     return (duplicates, explained)
 }
 
+/// Reads every worker log of a fleet: the canaries must be absent, and the logs not empty
+/// (so the check could have failed).
+func checkLogs(_ fleet: Fleet, label: String) {
+    var lines = 0, hits = 0, bytes = 0
+    for path in fleet.logFiles {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { continue }
+        bytes += text.utf8.count
+        for line in text.split(separator: "\n") {
+            lines += 1
+            if line.contains(canaryPassword) || line.contains(canaryPrompt) || line.contains("red fox") { hits += 1 }
+        }
+        unlink(path)
+    }
+    check(lines > 0 && hits == 0, "\(label): no canary password or prompt in \(lines) lines (\(bytes / 1024) KiB) of worker logs at \(fleet.logLevel) level")
+}
+
 func scenarioClean() async throws {
     say("== clean: \(options.jobs) jobs, \(options.workers) workers, no faults")
     var rng = Rng(state: options.seed)
@@ -352,6 +399,7 @@ func scenarioClean() async throws {
     check(done, "clean: drained in \(String(format: "%.1f", elapsed)) s (\(Int(Double(ids.count) / elapsed)) jobs/s)")
     check(fleet.alive.count == options.workers, "clean: no worker exited")
     fleet.stopAll()
+    checkLogs(fleet, label: "clean")
     _ = try await verify(pool, ids: ids, logPath: logPath, faults: FaultLog(), expectDuplicates: false, label: "clean")
     await pool.close()
 }
@@ -437,6 +485,7 @@ func scenarioMix() async throws {
           "mix: the poison job ended in error after exactly its 2 retries (\(poisonAttempts) attempts)")
     check(exitedOtherwise.count == poisonAttempts, "mix: no worker exited except by an injected kill or the poison job (\(exitedOtherwise.count) exits)")
     fleet.stopAll()
+    checkLogs(fleet, label: "mix")
     let (duplicates, _) = try await verify(pool, ids: ids, logPath: logPath, faults: faults, expectDuplicates: true, label: "mix")
     say("  mix: \(duplicates) duplicate executions for \(kills) kills (each kill can cost its worker's in-flight slots, 4)")
     await pool.close()
@@ -481,6 +530,7 @@ func scenarioOutage() async throws {
     check(sampler.maxBackendsPerWorker <= 4, "outage: connections per worker stayed within the cap of 3 + 1 listener (max seen \(sampler.maxBackendsPerWorker))")
     check(done, "outage: the backlog drained")
     fleet.stopAll()
+    checkLogs(fleet, label: "outage")
     _ = try await verify(pool, ids: ids, logPath: logPath, faults: faults, expectDuplicates: true, label: "outage")
     await pool.close()
 }
@@ -500,6 +550,7 @@ func scenarioRestart() async throws {
     let down = now() - from
     let done = await waitAllFinal(pool, count: ids.count, cap: 120)
     fleet.stopAll()
+    checkLogs(fleet, label: "restart")
     let rescued = try await retrying { try await pool.scalar(as: Int.self, "SELECT count(*) FROM jobs WHERE errors::text LIKE '%worker lost%'") }
     check(done, "restart: drained")
     check(rescued == 0, "restart: a \(String(format: "%.2f", down)) s restart rescued nothing (\(rescued) rescues)")
@@ -537,6 +588,86 @@ func scenarioZombie() async throws {
     let after = try await queue.job(id)
     check(after.status == .completed && after.attempt == 2 && after.finishedAt == job.finishedAt, "zombie: after SIGCONT its writes changed 0 rows")
     fleet.stopAll()
+    checkLogs(fleet, label: "zombie")
+    await pool.close()
+}
+
+/// A long run with retention on: every job must run exactly once, every finished job must be
+/// pruned, and the table must not grow past a bound of its size when the backlog was enqueued.
+func scenarioSoak() async throws {
+    let n = options.soakJobs
+    say("== soak: \(n) jobs through \(options.workers) workers (concurrency 16 each), pruned 3 s after they finish")
+    let (schema, pool, queue) = try await setUp("soak")
+    let logPath = "/tmp/imagejobs-chaos-soak-\(options.seed).log"
+    unlink(logPath)
+    var ids = Set<UUID>()
+    ids.reserveCapacity(n)
+    let enqueueStart = now()
+    while ids.count < n {
+        let conversation = UUID()
+        let specs = (0..<min(10_000, n - ids.count)).map { _ in
+            JobSpec(kind: "test.script", params: ["prompt": .string(canaryPrompt)], conversationID: conversation)
+        }
+        for id in try await queue.submitBatch(specs, conversationID: conversation).jobIDs { ids.insert(id) }
+    }
+    let enqueueSeconds = now() - enqueueStart
+    try await pool.query("ANALYZE jobs")
+    let sizeQuery: PGQuery = "SELECT pg_total_relation_size('jobs') AS size, coalesce((SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'jobs'::regclass), 0) AS dead"
+    let full: Int = try await pool.query(sizeQuery)[0].decode("size")
+    say(String(format: "  enqueued %d jobs in %.1f s (%.0f/s); jobs table with its indexes: %.1f MiB", n, enqueueSeconds, Double(n) / enqueueSeconds, Double(full) / 1_048_576))
+
+    let fleet = Fleet(url: schemaURL(schema), log: logPath)
+    fleet.concurrency = 16
+    fleet.logLevel = "info"
+    fleet.extraArguments = ["--retention", "3s"]
+    let start = now()
+    for _ in 0..<options.workers { _ = fleet.spawn() }
+    var peak = full, peakDead = 0, lastReport = start
+    var drained = false
+    while now() - start < max(120, Double(n) / 500) {
+        let row = try await retrying { try await pool.query(sizeQuery)[0] }
+        peak = max(peak, try row.decode("size"))
+        peakDead = max(peakDead, try row.decode("dead"))
+        let unfinished = try await retrying { try await pool.scalar(as: Int.self, "SELECT count(*) FROM jobs WHERE finished_at IS NULL") }
+        if now() - lastReport >= 30 {
+            lastReport = now()
+            say(String(format: "  t=%4.0f s  %d unfinished, table %.1f MiB", now() - start, unfinished, Double(peak) / 1_048_576))
+        }
+        if unfinished == 0 { drained = true; break }
+        try await Task.sleep(for: .seconds(1))
+    }
+    let elapsed = now() - start
+    let pruned = await waitFor(timeout: 60) { (try? await pool.scalar(as: Int.self, "SELECT count(*) FROM jobs")) == 0 }
+    let final: Int = try await pool.query(sizeQuery)[0].decode("size")
+    fleet.stopAll()
+    checkLogs(fleet, label: "soak")
+
+    // Every job ran exactly once: one start and one end line each, nothing else.
+    var ends: [UUID: UInt8] = [:]
+    ends.reserveCapacity(n)
+    var starts = 0, other = 0
+    if let file = fopen(logPath, "r") {
+        var line: UnsafeMutablePointer<CChar>?
+        var capacity = 0
+        while getline(&line, &capacity, file) > 0 {
+            let f = String(cString: line!).split(separator: " ")
+            guard f.count == 5, let id = UUID(uuidString: String(f[1])) else { continue }
+            switch f[0] {
+            case "start": starts += 1
+            case "end": ends[id, default: 0] += 1
+            default: other += 1
+            }
+        }
+        free(line)
+        fclose(file)
+    }
+    unlink(logPath)
+    let once = ids.allSatisfy { ends[$0] == 1 }
+    check(drained, String(format: "soak: %d jobs drained in %.0f s (%.0f jobs/s)", n, elapsed, Double(n) / elapsed))
+    check(once && starts == n && other == 0 && ends.count == n, "soak: every job ran exactly once (\(starts) starts, \(ends.count) jobs ended, \(other) failures)")
+    check(pruned, "soak: retention deleted every finished job (0 rows left)")
+    check(Double(peak) <= 3.5 * Double(full), String(format: "soak: the table peaked at %.1f MiB, %.2f × its size with the whole backlog enqueued (bound 3.5 ×); %d dead tuples at most; %.1f MiB at the end",
+                                   Double(peak) / 1_048_576, Double(peak) / Double(full), peakDead, Double(final) / 1_048_576))
     await pool.close()
 }
 
@@ -562,6 +693,7 @@ for scenario in options.scenarios {
     case "outage": try await scenarioOutage()
     case "restart": try await scenarioRestart()
     case "zombie": try await scenarioZombie()
+    case "soak": try await scenarioSoak()
     default: fatalError("unknown scenario \(scenario)")
     }
 }

@@ -107,6 +107,28 @@ struct CLIEndToEndTests {
         }
     }
 
+    @Test("a statement timeout inside a handler fails that attempt as retryable; the retry completes on the same connections")
+    func statementTimeoutInHandler() async throws {
+        try await TestDatabase.withMigratedSchema { schema, queue in
+            let cli = CLI(databaseURL: schema.connectionString)
+            let slow = try await queue.submit(Factory.spec(params: ["db_sleep_ms": 3000, "db_timeout_ms": 100])).job.id
+            let others = try await (0..<5).asyncMap { _ in try await queue.submit(Factory.spec()).job.id }
+            let worker = try cli.start(fastWorker + ["--diagnostic", "--max-connections", "2"])
+            let done = try await eventually {
+                try await schema.pool.int("SELECT count(*) FROM jobs WHERE status = 'completed'") == others.count + 1
+            }
+            worker.terminate()
+            await waitForExit(worker)
+            #expect(done)
+            let job = try await queue.job(slow)
+            #expect(job.status == .completed && job.attempt == 2 && job.retryCount == 1)
+            let message = job.errors.first?.message ?? ""
+            #expect(message.contains("57014") && message.contains("statement timeout"), "\(message)")
+            #expect(!message.contains("pg_sleep(3"), "the error names the statement, not its text: \(message)")
+            #expect(worker.terminationStatus == 0)
+        }
+    }
+
     @Test("a worker killed mid-job has its job rescued and finished by another worker")
     func killedWorkerRescued() async throws {
         try await TestDatabase.withMigratedSchema { schema, queue in
