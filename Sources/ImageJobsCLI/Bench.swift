@@ -105,7 +105,10 @@ struct Bench {
         if tests.contains("enqueue_single") { try await enqueueSingle(queue) }
         if tests.contains("enqueue_bulk") { try await enqueueBulk(queue) }
         if tests.contains("process") {
-            for c in Array(Set([1, concHigh] + (peerMode ? [] : [50]))).sorted() { try await process(queue, concurrency: c) }
+            // BENCH_CONCURRENCIES=10,50 picks the levels (for profiling one of them).
+            let levels = env["BENCH_CONCURRENCIES"].map { $0.split(separator: ",").compactMap { Int($0) } }
+                ?? Array(Set([1, concHigh] + (peerMode ? [] : [50]))).sorted()
+            for c in levels { try await process(queue, concurrency: c) }
         }
         if tests.contains("process_multi") { for k in [2, 4] { try await processMulti(queue, processes: k) } }
         if tests.contains("pickup_latency") { for r in rates { try await pickupLatency(queue, rate: r) } }

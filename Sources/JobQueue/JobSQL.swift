@@ -96,7 +96,7 @@ enum JobSQL {
                               backoff_base, backoff_cap, backoff_jitter, idempotency_key)
             SELECT \(conversationID), \(unsafeSQL: recordColumns)
             FROM jsonb_to_record(\(JSONText(text: row.json.jsonText))::jsonb) AS \(unsafeSQL: recordType)
-            ON CONFLICT (conversation_id, idempotency_key) DO NOTHING
+            ON CONFLICT (conversation_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING id, created_at, next_attempt_at
         )
         SELECT true AS inserted, created_at, next_attempt_at, NULL::text AS existing,
@@ -289,6 +289,39 @@ enum JobSQL {
         WHERE j.id = picked.id
         RETURNING \(unsafeSQL: jobColumns), now() AS db_now,
                   extract(epoch FROM j.deadline_at - now())::float8 AS remaining_s
+        """
+    }
+
+    /// Completes the attempts whose handlers finished and claims up to `limit` jobs, in one
+    /// statement (one round trip, one transaction). The two updates touch disjoint rows
+    /// (running ones, pending ones). Every row carries the ids actually completed (fenced by
+    /// attempt, like ``complete(ids:attempts:)``); with nothing to claim, one row has them and
+    /// NULL job columns.
+    static func completeAndClaim(ids: [UUID], attempts: [Int], workerID: String, kinds: [String], limit: Int) -> PGQuery {
+        """
+        WITH done AS (
+            UPDATE jobs j
+            SET status = 'completed', finished_at = now(), heartbeat_at = now()
+            FROM unnest(\(ids)::uuid[], \(attempts)::int[]) AS c(id, attempt)
+            WHERE j.id = c.id AND j.attempt = c.attempt AND j.status = 'running'
+            RETURNING j.id
+        ), picked AS MATERIALIZED (
+            SELECT id FROM jobs
+            WHERE status = 'pending' AND next_attempt_at <= now() AND kind = ANY(\(kinds)::text[])
+            ORDER BY priority, created_at, seq
+            LIMIT \(limit)
+            FOR UPDATE SKIP LOCKED
+        ), claimed AS (
+            UPDATE jobs j
+            SET status = 'running', attempt = j.attempt + 1, worker_id = \(workerID),
+                started_at = now(), heartbeat_at = now(), deadline_at = now() + j.timeout
+            FROM picked
+            WHERE j.id = picked.id
+            RETURNING \(unsafeSQL: jobColumns), now() AS db_now,
+                      extract(epoch FROM j.deadline_at - now())::float8 AS remaining_s
+        )
+        SELECT (SELECT coalesce(array_agg(id), '{}') FROM done) AS completed_ids, claimed.*
+        FROM (SELECT 1) AS one LEFT JOIN claimed ON true
         """
     }
 

@@ -98,9 +98,10 @@ public final class Worker: Service, Sendable {
         var logger = logger
         logger[metadataKey: "worker.id"] = "\(configuration.id)"
         self.logger = logger
-        self.completer = Completer(pool: pool)
         self.metrics = WorkerMetrics(kinds: byKind.keys.sorted())
-        self.state = WorkerState(metrics: metrics, concurrency: configuration.concurrency)
+        let state = WorkerState(metrics: metrics, concurrency: configuration.concurrency)
+        self.state = state
+        self.completer = Completer(pool: pool, wakeClaimer: { state.wake() })
     }
 
     /// What the worker has done so far.
@@ -182,21 +183,43 @@ public final class Worker: Service, Sendable {
     private func claimLoop() async {
         let kinds = handlers.keys.sorted()
         var failures = 0
+        // Completions ride along with claims: one statement completes the attempts whose
+        // handlers finished and claims as many new jobs as that frees, so a busy worker spends
+        // one round trip and one transaction per cycle, not two.
+        completer.attach()
+        defer { completer.detach() }
         while !Task.isCancelled && !state.isShuttingDown {
-            let free = configuration.concurrency - state.runningCount
+            let completions = completer.takeForClaim()
+            // Attempts completed by this statement free their slots with it.
+            // (Attempts just claimed may still be counted with the ones they replace, so this
+            // can be 0 while completions wait: they are written all the same.)
+            let free = max(0, configuration.concurrency - state.runningCount + completions.count)
             var claimedAll = false
-            if free > 0 {
+            var resolved = completions.isEmpty
+            if free > 0 || !completions.isEmpty {
                 do {
-                    let rows = try await pool.query(
-                        JobSQL.claim(workerID: configuration.id, kinds: kinds, limit: free).named("JobSQL.claim"))
+                    let query = completions.isEmpty
+                        ? JobSQL.claim(workerID: configuration.id, kinds: kinds, limit: free).named("JobSQL.claim")
+                        : JobSQL.completeAndClaim(
+                            ids: completions.map(\.id), attempts: completions.map(\.attempt),
+                            workerID: configuration.id, kinds: kinds, limit: free).named("JobSQL.completeAndClaim")
+                    let rows = try await pool.query(query)
                     failures = 0
-                    for row in rows {
+                    var claimed = 0
+                    if !completions.isEmpty {
+                        let done: [UUID] = try rows.first?.decode("completed_ids") ?? []
+                        completer.resolve(completions, completed: Set(done))
+                        resolved = true
+                    }
+                    for row in rows where !row.isNull("id") {
                         let job = try JobSQL.decodeJob(row)
                         let remaining: Double = try row.decode("remaining_s")
                         start(ClaimedJob(job: job, remainingSeconds: remaining))
+                        claimed += 1
                     }
-                    claimedAll = rows.count == free
+                    claimedAll = free > 0 && claimed == free
                 } catch {
+                    if !resolved { completer.fail(completions, error) }
                     failures += 1
                     state.update { $0.claimErrors += 1 }
                     if failures == 1 || failures % 20 == 0 {
@@ -793,37 +816,81 @@ final class WorkerState: @unchecked Sendable {
 /// completions gather, so under load each statement carries many jobs and when idle a job's
 /// completion is written at once. Each job still gets its own answer (completed, or stale).
 final class Completer: @unchecked Sendable {
-    private struct Pending {
+    struct Pending {
         var id: UUID
         var attempt: Int
         var continuation: CheckedContinuation<Bool, any Error>
     }
     private let pool: PGPool
+    private let wakeClaimer: @Sendable () -> Void
     private let lock = NSLock()
     private var pending: [Pending] = []
     private var flushing = false
+    /// Whether the claim loop takes completions with its claims (it runs and has not stopped).
+    private var attached = false
     /// Most completions per statement.
     static let maxBatch = 500
 
-    init(pool: PGPool) { self.pool = pool }
+    init(pool: PGPool, wakeClaimer: @escaping @Sendable () -> Void) {
+        self.pool = pool
+        self.wakeClaimer = wakeClaimer
+    }
 
     /// Marks one attempt completed; `false` when the attempt is no longer the job's current one.
+    /// While the claim loop runs, the completion rides with its next claim (woken now);
+    /// otherwise (shutdown) it is written on its own, batched with any others waiting.
     func complete(_ id: UUID, attempt: Int) async throws -> Bool {
         try await withCheckedThrowingContinuation { continuation in
             lock.lock()
             pending.append(Pending(id: id, attempt: attempt, continuation: continuation))
-            let start = !flushing
+            let ride = attached
+            let start = !ride && !flushing
             if start { flushing = true }
             lock.unlock()
+            if ride { wakeClaimer() }
             if start { Task { await self.flushLoop() } }
         }
+    }
+
+    func attach() {
+        lock.lock()
+        attached = true
+        lock.unlock()
+    }
+
+    /// The claim loop stopped: write what is waiting (and whatever comes) without it.
+    func detach() {
+        lock.lock()
+        attached = false
+        let start = !pending.isEmpty && !flushing
+        if start { flushing = true }
+        lock.unlock()
+        if start { Task { await self.flushLoop() } }
+    }
+
+    /// The completions the claim loop's next statement carries.
+    func takeForClaim() -> [Pending] {
+        lock.lock()
+        defer { lock.unlock() }
+        let batch = Array(pending.prefix(Self.maxBatch))
+        pending.removeFirst(batch.count)
+        return batch
+    }
+
+    func resolve(_ batch: [Pending], completed: Set<UUID>) {
+        for item in batch { item.continuation.resume(returning: completed.contains(item.id)) }
+    }
+
+    func fail(_ batch: [Pending], _ error: any Error) {
+        for item in batch { item.continuation.resume(throwing: error) }
     }
 
     private func take() -> [Pending] {
         lock.lock()
         defer { lock.unlock() }
-        if pending.isEmpty {
+        if pending.isEmpty || attached {
             flushing = false
+            if attached && !pending.isEmpty { wakeClaimer() }
             return []
         }
         let batch = Array(pending.prefix(Self.maxBatch))
@@ -838,10 +905,9 @@ final class Completer: @unchecked Sendable {
             do {
                 let rows = try await pool.query(
                     JobSQL.complete(ids: batch.map(\.id), attempts: batch.map(\.attempt)).named("JobSQL.complete"))
-                let done = Set(try rows.map { try $0.decode("id", as: UUID.self) })
-                for item in batch { item.continuation.resume(returning: done.contains(item.id)) }
+                resolve(batch, completed: Set(try rows.map { try $0.decode("id", as: UUID.self) }))
             } catch {
-                for item in batch { item.continuation.resume(throwing: error) }
+                fail(batch, error)
             }
         }
     }
