@@ -280,57 +280,132 @@ extension JSONValue {
     /// which is slow on the submit path. Non-finite numbers become `null` (validation rejects
     /// them first).
     public var jsonText: String {
-        var out = ""
-        write(to: &out)
-        return out
+        var w = JSONBytes()
+        w.value(self)
+        return w.string
     }
+}
 
-    func write(to out: inout String) {
-        switch self {
-        case .null: out += "null"
-        case .bool(let b): out += b ? "true" : "false"
-        case .number(let n):
-            if !n.isFinite { out += "null" }
-            else if n == n.rounded(), abs(n) < 9.007e15 { out += String(Int64(n)) }
-            else { out += "\(n)" }
-        case .string(let s): Self.writeString(s, to: &out)
+/// A compact JSON writer into UTF-8 bytes: the submit path's serializer. It notes what
+/// validation refuses (NUL characters, non-finite numbers) as it writes, so a job's
+/// parameters are walked once.
+struct JSONBytes {
+    var bytes: [UInt8] = []
+    private(set) var sawNUL = false
+    private(set) var sawNonFinite = false
+
+    init(capacity: Int = 256) { bytes.reserveCapacity(capacity) }
+
+    var string: String { String(decoding: bytes, as: UTF8.self) }
+
+    mutating func value(_ v: JSONValue) {
+        switch v {
+        case .null: raw("null")
+        case .bool(let b): raw(b ? "true" : "false")
+        case .number(let n): number(n)
+        case .string(let s): string(s)
         case .array(let a):
-            out += "["
-            for (i, v) in a.enumerated() {
-                if i > 0 { out += "," }
-                v.write(to: &out)
+            bytes.append(UInt8(ascii: "["))
+            for (i, item) in a.enumerated() {
+                if i > 0 { bytes.append(UInt8(ascii: ",")) }
+                value(item)
             }
-            out += "]"
+            bytes.append(UInt8(ascii: "]"))
         case .object(let o):
-            out += "{"
-            for (i, key) in o.keys.sorted().enumerated() {
-                if i > 0 { out += "," }
-                Self.writeString(key, to: &out)
-                out += ":"
-                o[key]!.write(to: &out)
+            bytes.append(UInt8(ascii: "{"))
+            var first = true
+            for (key, item) in o.sorted(by: { $0.key < $1.key }) {
+                if !first { bytes.append(UInt8(ascii: ",")) }
+                first = false
+                string(key)
+                bytes.append(UInt8(ascii: ":"))
+                value(item)
             }
-            out += "}"
+            bytes.append(UInt8(ascii: "}"))
         }
     }
 
-    static func writeString(_ s: String, to out: inout String) {
-        out += "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 {
-                    out += "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count) + String(scalar.value, radix: 16)
-                } else {
-                    out.unicodeScalars.append(scalar)
+    mutating func raw(_ s: StaticString) {
+        s.withUTF8Buffer { bytes.append(contentsOf: $0) }
+    }
+
+    mutating func raw(_ other: [UInt8]) { bytes.append(contentsOf: other) }
+
+    mutating func number(_ n: Double) {
+        if !n.isFinite {
+            sawNonFinite = true
+            raw("null")
+        } else if n == n.rounded(), abs(n) < 9.007e15 {
+            int(Int64(n))
+        } else {
+            bytes.append(contentsOf: "\(n)".utf8)
+        }
+    }
+
+    mutating func int(_ n: Int64) {
+        if n == 0 {
+            bytes.append(UInt8(ascii: "0"))
+            return
+        }
+        if n < 0 { bytes.append(UInt8(ascii: "-")) }
+        var v = n.magnitude
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var count = 0
+        withUnsafeMutableBytes(of: &digits) { buf in
+            while v > 0 {
+                buf[count] = UInt8(ascii: "0") + UInt8(v % 10)
+                v /= 10
+                count += 1
+            }
+            for i in stride(from: count - 1, through: 0, by: -1) { bytes.append(buf[i]) }
+        }
+    }
+
+    /// A string, escaped: quote, backslash and control characters; everything else is copied
+    /// as UTF-8, in runs.
+    mutating func string(_ s: String) {
+        bytes.append(UInt8(ascii: "\""))
+        var s = s
+        s.withUTF8 { utf8 in
+            var run = 0
+            for i in 0..<utf8.count {
+                let b = utf8[i]
+                guard b < 0x20 || b == 0x22 || b == 0x5C else { continue }
+                if i > run { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[run..<i])) }
+                run = i + 1
+                switch b {
+                case 0x22: raw("\\\"")
+                case 0x5C: raw("\\\\")
+                case 0x0A: raw("\\n")
+                case 0x0D: raw("\\r")
+                case 0x09: raw("\\t")
+                default:
+                    if b == 0 { sawNUL = true }
+                    let hex: [UInt8] = Array("0123456789abcdef".utf8)
+                    raw("\\u00")
+                    bytes.append(hex[Int(b >> 4)])
+                    bytes.append(hex[Int(b & 0xF)])
                 }
             }
+            if utf8.count > run { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[run..<utf8.count])) }
         }
-        out += "\""
+        bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// A UUID as a lower-case JSON string, without building a `String`.
+    mutating func uuid(_ id: UUID) {
+        let hex: [UInt8] = Array("0123456789abcdef".utf8)
+        bytes.append(UInt8(ascii: "\""))
+        withUnsafeBytes(of: id.uuid) { raw in
+            for (i, b) in raw.enumerated() {
+                if i == 4 || i == 6 || i == 8 || i == 10 { bytes.append(UInt8(ascii: "-")) }
+                bytes.append(hex[Int(b >> 4)])
+                bytes.append(hex[Int(b & 0xF)])
+            }
+        }
+        bytes.append(UInt8(ascii: "\""))
     }
 }
 

@@ -65,6 +65,11 @@ public final class JobQueue: Sendable {
     /// Checks a spec against the limits without writing anything.
     /// - Throws: ``JobQueueError`` `.invalidInput` naming the field (and `index`, for batches).
     public func validate(_ spec: JobSpec, index: Int? = nil) throws {
+        _ = try validatedParams(spec, index: index)
+    }
+
+    /// Validates a spec and returns its parameters as JSON (written once, for the insert too).
+    func validatedParams(_ spec: JobSpec, index: Int? = nil) throws -> [UInt8] {
         func fail(_ field: String, _ message: String) -> JobQueueError {
             JobQueueError(.invalidInput, message, field: field, index: index)
         }
@@ -88,12 +93,14 @@ public final class JobQueue: Sendable {
             if b.base <= .zero || b.cap <= .zero { throw fail("backoff", "backoff base and cap must be positive") }
             if !(0...1).contains(b.jitter) { throw fail("backoff", "backoff jitter must be between 0 and 1") }
         }
-        let bytes = JSONValue.object(spec.params).jsonText.utf8.count
-        if bytes > limits.maxParamsBytes {
-            throw fail("params", "parameters are \(bytes) bytes as JSON; at most \(limits.maxParamsBytes) are allowed")
+        var w = JSONBytes()
+        w.value(.object(spec.params))
+        if w.bytes.count > limits.maxParamsBytes {
+            throw fail("params", "parameters are \(w.bytes.count) bytes as JSON; at most \(limits.maxParamsBytes) are allowed")
         }
-        if Self.containsNUL(.object(spec.params)) { throw fail("params", "parameters must not contain NUL characters") }
-        if Self.containsNonFinite(.object(spec.params)) { throw fail("params", "parameters must be finite numbers (no NaN or Infinity)") }
+        if w.sawNUL { throw fail("params", "parameters must not contain NUL characters") }
+        if w.sawNonFinite { throw fail("params", "parameters must be finite numbers (no NaN or Infinity)") }
+        return w.bytes
     }
 
     /// `^[a-z][a-z0-9_.-]{0,63}$`, checked by hand (regular expressions are slow on this path).
@@ -103,30 +110,12 @@ public final class JobQueue: Sendable {
         return u.allSatisfy { (97...122).contains($0) || (48...57).contains($0) || $0 == 95 || $0 == 46 || $0 == 45 }
     }
 
-    private static func containsNUL(_ value: JSONValue) -> Bool {
-        switch value {
-        case .string(let s): return s.unicodeScalars.contains { $0.value == 0 }
-        case .array(let a): return a.contains(where: containsNUL)
-        case .object(let o): return o.contains { $0.key.unicodeScalars.contains { $0.value == 0 } || containsNUL($0.value) }
-        default: return false
-        }
-    }
-
-    private static func containsNonFinite(_ value: JSONValue) -> Bool {
-        switch value {
-        case .number(let n): return !n.isFinite
-        case .array(let a): return a.contains(where: containsNonFinite)
-        case .object(let o): return o.values.contains(where: containsNonFinite)
-        default: return false
-        }
-    }
-
     /// Submits one job. With an idempotency key already used in the conversation, returns the
     /// earlier job and `created == false` (nothing new is written).
     public func submit(_ spec: JobSpec) async throws -> (job: Job, created: Bool) {
-        try validate(spec)
+        let params = try validatedParams(spec)
         do {
-            return try await pool.withConnection { try await self.insert(spec, on: $0) }
+            return try await pool.withConnection { try await self.insert(spec, params: params, on: $0) }
         } catch {
             throw JobQueueError.from(error)
         }
@@ -136,15 +125,15 @@ public final class JobQueue: Sendable {
     /// open: the job exists if and only if that transaction commits, and workers are woken at
     /// commit.
     public func submit(_ spec: JobSpec, on connection: PGConnection) async throws -> (job: Job, created: Bool) {
-        try validate(spec)
-        return try await insert(spec, on: connection)
+        let params = try validatedParams(spec)
+        return try await insert(spec, params: params, on: connection)
     }
 
     /// Inserts a spec already validated (each submit path validates once, before any I/O).
-    private func insert(_ spec: JobSpec, on connection: PGConnection) async throws -> (job: Job, created: Bool) {
+    private func insert(_ spec: JobSpec, params: [UInt8], on connection: PGConnection) async throws -> (job: Job, created: Bool) {
         let channel = try await channel(on: connection)
         let id = UUIDv7.make()
-        let row = JobSQL.insertRow(spec, id: id, ord: 0)
+        let row = JobSQL.insertRow(spec, id: id, ord: 0, params: params)
         do {
             var rows = try await connection.query(
                 JobSQL.insertJob(row, conversationID: spec.conversationID, idempotencyKey: spec.idempotencyKey, channel: channel, notify: notify)
@@ -191,13 +180,15 @@ public final class JobQueue: Sendable {
             throw JobQueueError(.invalidInput, "a batch holds at most \(limits.maxBatchSize) jobs, got \(specs.count); split it", field: "jobs")
         }
         var keys = Set<String>()
+        var params: [[UInt8]] = []
+        params.reserveCapacity(specs.count)
         for (i, spec) in specs.enumerated() {
             if spec.conversationID != conversationID {
                 throw JobQueueError(
                     .invalidInput, "conversation_id \(spec.conversationID) differs from the batch's \(conversationID); every job of a batch belongs to one conversation",
                     field: "conversation_id", index: i)
             }
-            try validate(spec, index: i)
+            params.append(try validatedParams(spec, index: i))
             if let key = spec.idempotencyKey, !keys.insert(key).inserted {
                 throw JobQueueError(.invalidInput, "idempotency_key repeats an earlier item of the batch", field: "idempotency_key", index: i)
             }
@@ -207,7 +198,7 @@ public final class JobQueue: Sendable {
         }
         let batchID = UUIDv7.make()
         let ids = specs.map { _ in UUIDv7.make() }
-        let rows = specs.enumerated().map { JobSQL.insertRow($0.element, id: ids[$0.offset], ord: $0.offset) }
+        let rows = specs.indices.map { JobSQL.insertRow(specs[$0], id: ids[$0], ord: $0, params: params[$0]) }
         do {
             let channel = try await channel()
             try await pool.query(

@@ -49,22 +49,54 @@ enum JobSQL {
 
     /// One row of an insert, as the JSON object `jsonb_to_record(set)` reads.
     struct InsertRow: Sendable {
-        var json: JSONValue
+        var bytes: [UInt8]
     }
 
-    static func insertRow(_ spec: JobSpec, id: UUID, ord: Int) -> InsertRow {
-        var o: [String: JSONValue] = [
-            "ord": .number(Double(ord)), "id": .string(id.uuidString.lowercased()), "kind": .string(spec.kind),
-            "params": .object(spec.params), "priority": .string(spec.priority.rawValue),
-            "max_retries": .number(Double(spec.maxRetries)), "timeout_ms": .number(Double(spec.timeout.milliseconds)),
-        ]
+    /// One job as the JSON object `jsonb_to_record(set)` reads, written straight to bytes;
+    /// `params` is the parameters' JSON, already written (and measured) by validation.
+    static func insertRow(_ spec: JobSpec, id: UUID, ord: Int, params: [UInt8]) -> InsertRow {
+        var w = JSONBytes(capacity: params.count + 200)
+        w.raw("{\"ord\":")
+        w.int(Int64(ord))
+        w.raw(",\"id\":")
+        w.uuid(id)
+        w.raw(",\"kind\":")
+        w.string(spec.kind)
+        w.raw(",\"params\":")
+        w.raw(params)
+        w.raw(",\"priority\":")
+        w.string(spec.priority.rawValue)
+        w.raw(",\"max_retries\":")
+        w.int(Int64(spec.maxRetries))
+        w.raw(",\"timeout_ms\":")
+        w.int(spec.timeout.milliseconds)
         if let b = spec.backoff {
-            o["backoff_base_ms"] = .number(Double(b.base.milliseconds))
-            o["backoff_cap_ms"] = .number(Double(b.cap.milliseconds))
-            o["backoff_jitter"] = .number(b.jitter)
+            w.raw(",\"backoff_base_ms\":")
+            w.int(b.base.milliseconds)
+            w.raw(",\"backoff_cap_ms\":")
+            w.int(b.cap.milliseconds)
+            w.raw(",\"backoff_jitter\":")
+            w.number(b.jitter)
         }
-        if let key = spec.idempotencyKey { o["idempotency_key"] = .string(key) }
-        return InsertRow(json: .object(o))
+        if let key = spec.idempotencyKey {
+            w.raw(",\"idempotency_key\":")
+            w.string(key)
+        }
+        w.raw("}")
+        return InsertRow(bytes: w.bytes)
+    }
+
+    /// The rows of a batch as one JSON array.
+    static func rowsArray(_ rows: [InsertRow]) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity(rows.reduce(2) { $0 + $1.bytes.count + 1 })
+        out.append(UInt8(ascii: "["))
+        for (i, row) in rows.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            out.append(contentsOf: row.bytes)
+        }
+        out.append(UInt8(ascii: "]"))
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// A JSON document bound as text (cast with `::jsonb` in the SQL).
@@ -95,7 +127,7 @@ enum JobSQL {
             INSERT INTO jobs (conversation_id, id, kind, params, priority, max_retries, timeout,
                               backoff_base, backoff_cap, backoff_jitter, idempotency_key)
             SELECT \(conversationID), \(unsafeSQL: recordColumns)
-            FROM jsonb_to_record(\(JSONText(text: row.json.jsonText))::jsonb) AS \(unsafeSQL: recordType)
+            FROM jsonb_to_record(\(JSONText(text: String(decoding: row.bytes, as: UTF8.self)))::jsonb) AS \(unsafeSQL: recordType)
             ON CONFLICT (conversation_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING id, created_at, next_attempt_at
         )
@@ -124,7 +156,7 @@ enum JobSQL {
             INSERT INTO jobs (conversation_id, batch_id, id, kind, params, priority, max_retries, timeout,
                               backoff_base, backoff_cap, backoff_jitter, idempotency_key)
             SELECT \(conversationID), (SELECT id FROM batch), \(unsafeSQL: recordColumns)
-            FROM jsonb_to_recordset(\(JSONText(text: JSONValue.array(rows.map(\.json)).jsonText))::jsonb) AS \(unsafeSQL: recordType)
+            FROM jsonb_to_recordset(\(JSONText(text: rowsArray(rows)))::jsonb) AS \(unsafeSQL: recordType)
             ORDER BY x.ord
             RETURNING id
         )

@@ -409,6 +409,9 @@ struct JSONTextTests {
         #expect(throws: JobQueueError.self) { try JSONValue.parse(#"{"a":1"#) }
         #expect(throws: JobQueueError.self) { try JSONValue.parse("[1,]") }
         #expect(throws: JobQueueError.self) { try JSONValue.parse("{} x") }
+        // The exact bytes: keys sorted, integers without a fraction, escapes as RFC 8259 writes them.
+        let exact: JSONValue = .object(["b": -12345, "a": "q\"\\/\u{0}\u{1f}é", "c": .array([0, 2.5, 1_000_000_000_000, true, .null])])
+        #expect(exact.jsonText == #"{"a":"q\"\\/\u0000\u001fé","b":-12345,"c":[0,2.5,1000000000000,true,null]}"#)
     }
 }
 
