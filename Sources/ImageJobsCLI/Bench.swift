@@ -266,10 +266,16 @@ struct Bench {
         let start = Date()
         var maxWaiting = 0
         var samples = 0
+        // Every waiting lock of a worker backend, by what it waits for (a row of `jobs` held by
+        // another claimer would show as `transactionid` or `tuple`).
+        var waitsByType: [String: Int] = [:]
         while Date().timeIntervalSince(start) < 300 {
-            let waiting = try await queue.pool.scalar(as: Int.self, 
-                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE NOT l.granted AND a.application_name LIKE 'imagejobs-worker-%'")
-            maxWaiting = max(maxWaiting, waiting)
+            let rows = try await queue.pool.query(
+                "SELECT l.locktype, l.mode FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE NOT l.granted AND a.application_name LIKE 'imagejobs-worker-%'")
+            for row in rows {
+                waitsByType["\(try row.decode("locktype", as: String.self)) \(try row.decode("mode", as: String.self))", default: 0] += 1
+            }
+            maxWaiting = max(maxWaiting, rows.count)
             samples += 1
             if try await queue.pool.scalar(as: Int.self, "SELECT count(*) FROM jobs WHERE status = 'completed'") == n { break }
             try await Task.sleep(for: .milliseconds(50))
@@ -290,6 +296,7 @@ struct Bench {
             "n": .number(Double(n)), "processes": .number(Double(processes)), "concurrency": .number(Double(concHigh)),
             "elapsed_s": .number(elapsed), "jobs_per_s": .number(Double(n) / max(elapsed, 0.000001)),
             "lock_waits_max": .number(Double(maxWaiting)), "lock_samples": .number(Double(samples)),
+            "lock_waits_by_type": .object(waitsByType.mapValues { .number(Double($0)) }),
         ]))
     }
 
@@ -472,7 +479,7 @@ struct Bench {
                              "n=\(f(x["n"])), \(f(x["elapsed_s"], 2)) s, \(f(x["statements_per_job"], 2)) statements and \(f(x["transactions_per_job"], 2)) transactions per job, verified \(x["verified"]?.boolValue == true)"])
             case "process_multi":
                 rows.append(["process, \(f(x["processes"])) processes × c=\(f(x["concurrency"]))", "\(f(x["jobs_per_s"])) jobs/s",
-                             "n=\(f(x["n"])), lock waits seen: \(f(x["lock_waits_max"])) in \(f(x["lock_samples"])) samples, verified \(x["verified"]?.boolValue == true)"])
+                             "n=\(f(x["n"])), lock waits seen: \(f(x["lock_waits_max"])) at most in \(f(x["lock_samples"])) samples\(Self.waitTypes(x["lock_waits_by_type"])), verified \(x["verified"]?.boolValue == true)"])
             case "pickup_latency":
                 rows.append(["pickup latency at \(f(x["rate_per_s"]))/s", "p50 \(f(x["p50_ms"], 1)) / p95 \(f(x["p95_ms"], 1)) / p99 \(f(x["p99_ms"], 1)) ms",
                              "n=\(f(x["n"])), max \(f(x["max_ms"], 1)) ms, achieved \(f(x["achieved_rate_per_s"], 1))/s"])
@@ -488,6 +495,12 @@ struct Bench {
             }
         }
         print(table(["figure", "value", "details"], rows))
+    }
+
+    /// ` (extend ExclusiveLock ×2, …)`: what the waiting locks waited for, or nothing.
+    static func waitTypes(_ value: JSONValue?) -> String {
+        guard case .object(let o)? = value, !o.isEmpty else { return "" }
+        return " (" + o.sorted { $0.key < $1.key }.map { "\($0.key) ×\(Int($0.value.doubleValue ?? 0))" }.joined(separator: ", ") + ")"
     }
 
     static func grouped(_ v: Int) -> String {
