@@ -301,32 +301,18 @@ enum JobSQL {
     }
 
     /// Claims up to `limit` due jobs of the given kinds for one worker, in claim order, in one
-    /// statement. `SKIP LOCKED` makes concurrent claimers pass over each other's rows instead
-    /// of waiting; the CTE is an optimisation fence so the planner cannot re-run the locking
-    /// subquery per row. The claim counts the attempt, so a job that kills its worker every
-    /// time still runs out of retries.
+    /// statement: ``completeAndClaim(ids:attempts:workerID:kinds:limit:)`` with nothing to
+    /// complete (rows with a NULL `id` carry no job).
     static func claim(workerID: String, kinds: [String], limit: Int) -> PGQuery {
-        """
-        WITH picked AS MATERIALIZED (
-            SELECT id FROM jobs
-            WHERE status = 'pending' AND next_attempt_at <= now() AND kind = ANY(\(kinds)::text[])
-            ORDER BY priority, created_at, seq
-            LIMIT \(limit)
-            FOR UPDATE SKIP LOCKED
-        )
-        UPDATE jobs j
-        SET status = 'running', attempt = j.attempt + 1, worker_id = \(workerID),
-            started_at = now(), heartbeat_at = now(), deadline_at = now() + j.timeout
-        FROM picked
-        WHERE j.id = picked.id
-        RETURNING \(unsafeSQL: jobColumns), now() AS db_now,
-                  extract(epoch FROM j.deadline_at - now())::float8 AS remaining_s
-        """
+        completeAndClaim(ids: [], attempts: [], workerID: workerID, kinds: kinds, limit: limit)
     }
 
     /// Completes the attempts whose handlers finished and claims up to `limit` jobs, in one
     /// statement (one round trip, one transaction). The two updates touch disjoint rows
-    /// (running ones, pending ones). Every row carries the ids actually completed (fenced by
+    /// (running ones, pending ones). `SKIP LOCKED` makes concurrent claimers pass over each
+    /// other's rows instead of waiting; the MATERIALIZED CTE keeps the planner from re-running
+    /// the locking subquery per row. The claim counts the attempt, so a job that kills its
+    /// worker every time still runs out of retries. Every row carries the ids actually completed (fenced by
     /// attempt, like ``complete(ids:attempts:)``); with nothing to claim, one row has them and
     /// NULL job columns.
     static func completeAndClaim(ids: [UUID], attempts: [Int], workerID: String, kinds: [String], limit: Int) -> PGQuery {

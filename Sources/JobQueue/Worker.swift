@@ -198,12 +198,11 @@ public final class Worker: Service, Sendable {
             var resolved = completions.isEmpty
             if free > 0 || !completions.isEmpty {
                 do {
-                    let query = completions.isEmpty
-                        ? JobSQL.claim(workerID: configuration.id, kinds: kinds, limit: free).named("JobSQL.claim")
-                        : JobSQL.completeAndClaim(
+                    let rows = try await pool.query(
+                        JobSQL.completeAndClaim(
                             ids: completions.map(\.id), attempts: completions.map(\.attempt),
-                            workerID: configuration.id, kinds: kinds, limit: free).named("JobSQL.completeAndClaim")
-                    let rows = try await pool.query(query)
+                            workerID: configuration.id, kinds: kinds, limit: free
+                        ).named("JobSQL.completeAndClaim"))
                     failures = 0
                     var claimed = 0
                     if !completions.isEmpty {

@@ -7,7 +7,8 @@ import Testing
 
 /// Claims like a worker does (one statement), for tests that drive the engine step by step.
 func claim(_ pool: PGPool, worker: String = "w1", limit: Int = 1, kinds: [String] = ["test.script", "image.generate"]) async throws -> [(id: UUID, attempt: Int)] {
-    try await pool.query(JobSQL.claim(workerID: worker, kinds: kinds, limit: limit)).map { (try $0.decode("id"), try $0.decode("attempt")) }
+    try await pool.query(JobSQL.claim(workerID: worker, kinds: kinds, limit: limit)).filter { !$0.isNull("id") }
+        .map { (try $0.decode("id"), try $0.decode("attempt")) }
 }
 
 func fail(_ pool: PGPool, _ c: (id: UUID, attempt: Int), permanent: Bool = false, timedOut: Bool = false) async throws -> PGRows {
@@ -128,9 +129,11 @@ struct EngineTests {
         try await TestDatabase.withMigratedSchema { schema, queue in
             let id = try await queue.submit(Factory.spec()).job.id
             let first = try #require(try await claim(schema.pool, worker: "old").first)
-            // The sweep presumes the worker dead and re-queues the job.
+            // The sweep presumes the worker dead and re-queues the job. (Staleness counts from the
+            // later of the heartbeat and the server's start: a 1 s lease keeps this test right on
+            // a cluster started moments ago.)
             try await schema.pool.query("UPDATE jobs SET heartbeat_at = now() - interval '1 hour' WHERE id = \(id)")
-            let rescued = try await Maintenance(pool: schema.pool, lease: .seconds(60), stuckGrace: .seconds(30), backoff: RetryBackoff(), logger: TestLog.quiet).runOnce()
+            let rescued = try await Maintenance(pool: schema.pool, lease: .seconds(1), stuckGrace: .seconds(30), backoff: RetryBackoff(), logger: TestLog.quiet).runOnce()
             #expect(rescued == 1)
             try await makeDue(schema.pool)
             let second = try #require(try await claim(schema.pool, worker: "new").first)
@@ -150,7 +153,7 @@ struct EngineTests {
     func poisonJob() async throws {
         try await TestDatabase.withMigratedSchema { schema, queue in
             let id = try await queue.submit(Factory.spec(maxRetries: 2)).job.id
-            let sweep = Maintenance(pool: schema.pool, lease: .seconds(60), stuckGrace: .seconds(30), backoff: RetryBackoff(), logger: TestLog.quiet)
+            let sweep = Maintenance(pool: schema.pool, lease: .seconds(1), stuckGrace: .seconds(30), backoff: RetryBackoff(), logger: TestLog.quiet)
             for _ in 0..<3 {
                 #expect(try await claim(schema.pool).count == 1)
                 try await schema.pool.query("UPDATE jobs SET heartbeat_at = now() - interval '1 hour' WHERE id = \(id)")

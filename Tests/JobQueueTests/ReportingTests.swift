@@ -241,7 +241,7 @@ struct ReportSeed {
 
     static func insert(_ pool: PGPool) async throws -> ReportSeed {
         let now: Date = try await pool.scalar("SELECT date_trunc('milliseconds', now())", as: Date.self)
-        var rng = SeededGenerator(seed: 42)
+        var rng = SeededRandom(seed: 42)
         let conversations = (0..<4).map { _ in UUID() }
         let liveBatch = UUID(), oldBatch = UUID()
         let priorities = ["high", "normal", "low"]
@@ -292,6 +292,8 @@ struct ReportSeed {
         // Two more finished jobs in the live batch.
         for i in [0, 4] { jobs[i].batch = liveBatch; jobs[i].conversation = conversations[0] }
 
+        let isoFormatter = ISO8601DateFormatter()
+        isoFormatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         try await pool.withTransaction { conn in
             for (batch, conversation) in [(liveBatch, conversations[0]), (oldBatch, conversations[3])] {
                 let count = jobs.filter { $0.batch == batch }.count
@@ -303,7 +305,7 @@ struct ReportSeed {
             for j in jobs {
                 func at(_ offset: Double?) -> Date? { offset.map { now.addingTimeInterval($0) } }
                 let errors = JSONValue.array(j.errors.map { (e: AttemptError) -> JSONValue in
-                    .object(["attempt": .number(Double(e.attempt)), "at": .string(ISO8601Micro.format(now.addingTimeInterval(e.at))),
+                    .object(["attempt": .number(Double(e.attempt)), "at": .string(isoFormatter.string(from: now.addingTimeInterval(e.at))),
                              "message": .string(e.message), "worker": .string("w-old"), "retried": .bool(e.retried),
                              "timed_out": .bool(e.timedOut)])
                 }).jsonText
@@ -329,26 +331,3 @@ struct ReportSeed {
     }
 }
 
-/// Timestamps with microseconds, as PostgreSQL reads them.
-enum ISO8601Micro {
-    static func format(_ date: Date) -> String {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "UTC")
-        f.dateFormat = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
-        return f.string(from: date)
-    }
-}
-
-/// A small deterministic generator (SplitMix64), so the seed is the same every run.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
