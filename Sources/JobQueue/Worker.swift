@@ -219,6 +219,8 @@ public final class Worker: Service, Sendable {
                     claimedAll = free > 0 && claimed == free
                 } catch {
                     if !resolved { completer.fail(completions, error) }
+                    // Cancelled mid-statement (the worker is stopping): not a claim failure.
+                    if Task.isCancelled { break }
                     failures += 1
                     state.update { $0.claimErrors += 1 }
                     if failures == 1 || failures % 20 == 0 {
