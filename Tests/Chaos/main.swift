@@ -341,14 +341,17 @@ func verify(_ pool: PGPool, ids: [UUID], logPath: String, faults: FaultLog, expe
     var duplicates = 0
     var explained = 0
     for id in ids {
-        let attempts = (log[id] ?? []).sorted { $0.start < $1.start }
+        // In claim order (attempt numbers), not log order: a worker stopped between its claim
+        // and its handler's first line writes that line after SIGCONT, later than the next
+        // attempt's.
+        let attempts = (log[id] ?? []).sorted { ($0.attempt, $0.start) < ($1.attempt, $1.start) }
         if let (s, attempt) = status[id], s == "completed", let maxStarted = attempts.map(\.attempt).max(), maxStarted > attempt {
             staleAccepted += 1  // a later attempt ran, yet an earlier one's completion stands
         }
         for (k, a) in attempts.enumerated() where k + 1 < attempts.count {
             if a.outcome == "fail" || a.outcome == "crash" { continue }  // retried by design
             duplicates += 1
-            if faults.explains(pid: a.pid, start: a.start, next: attempts[k + 1].start) {
+            if faults.explains(pid: a.pid, start: min(a.start, attempts[k + 1].start), next: max(a.start, attempts[k + 1].start)) {
                 explained += 1
             } else {
                 say(String(format: "    unexplained: job %@ attempt %d on pid %d started %.2f (%@), next attempt %.2f s later on pid %d",
