@@ -56,7 +56,7 @@ struct Prune: AsyncParsableCommand {
             let age = Age(argument: olderThan)!
             let pool = try database.pool()
             defer { Task { await pool.close() } }
-            let maintenance = Maintenance(pool: pool, lease: .seconds(60), stuckGrace: .seconds(30), backoff: RetryBackoff(), logger: database.logger())
+            let maintenance = Maintenance(pool: pool, logger: database.logger())
             let result = try await maintenance.prune(olderThan: age.duration, batch: batch, dryRun: dryRun)
             if json {
                 try printJSON(PruneReport(dryRun: dryRun, olderThan: age.text, result: result))

@@ -12,7 +12,8 @@ struct DatabaseOptions: ParsableArguments {
     @Option(name: .customLong("log-level"), help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error (default: warning; info for worker).", valueName: "level"))
     var logLevelOption: String?
 
-    var logLevel: String { logLevelOption ?? "warning" }
+    /// The chosen level, or the command's default.
+    func logLevel(default level: String = "warning") -> String { logLevelOption ?? level }
 
     func configuration() throws -> PGConfiguration {
         let configuration = PGConfiguration.resolve(explicit: databaseURL)
@@ -20,9 +21,9 @@ struct DatabaseOptions: ParsableArguments {
         return configuration
     }
 
-    func logger() -> Logger {
+    func logger(defaultLevel: String = "warning") -> Logger {
         var logger = Logger(label: "imagejobs")
-        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .warning
+        logger.logLevel = Logger.Level(rawValue: logLevel(default: defaultLevel)) ?? .warning
         return logger
     }
 

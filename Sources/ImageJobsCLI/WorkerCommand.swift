@@ -61,9 +61,8 @@ struct WorkerCommand: AsyncParsableCommand {
         try await runCommand {
             // A worker logs at info unless told otherwise: claims and completions stay at debug,
             // retries, timeouts, rescues and reconnects show.
-            LoggingSystem.bootstrapOnce(level: database.logLevelOption ?? "info")
-            var logger = Logger(label: "imagejobs")
-            logger.logLevel = Logger.Level(rawValue: database.logLevelOption ?? "info") ?? .info
+            LoggingSystem.bootstrapOnce(level: database.logLevel(default: "info"))
+            let logger = database.logger(defaultLevel: "info")
             var config = WorkerConfiguration()
             config.concurrency = concurrency
             config.pollInterval = .milliseconds(Int64(pollInterval * 1000))

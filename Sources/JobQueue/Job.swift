@@ -290,6 +290,7 @@ extension JSONValue {
 /// validation refuses (NUL characters, non-finite numbers) as it writes, so a job's
 /// parameters are walked once.
 struct JSONBytes {
+    private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
     var bytes: [UInt8] = []
     private(set) var sawNUL = false
     private(set) var sawNonFinite = false
@@ -383,10 +384,9 @@ struct JSONBytes {
                 case 0x09: raw("\\t")
                 default:
                     if b == 0 { sawNUL = true }
-                    let hex: [UInt8] = Array("0123456789abcdef".utf8)
                     raw("\\u00")
-                    bytes.append(hex[Int(b >> 4)])
-                    bytes.append(hex[Int(b & 0xF)])
+                    bytes.append(Self.hex[Int(b >> 4)])
+                    bytes.append(Self.hex[Int(b & 0xF)])
                 }
             }
             if utf8.count > run { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[run..<utf8.count])) }
@@ -396,13 +396,12 @@ struct JSONBytes {
 
     /// A UUID as a lower-case JSON string, without building a `String`.
     mutating func uuid(_ id: UUID) {
-        let hex: [UInt8] = Array("0123456789abcdef".utf8)
         bytes.append(UInt8(ascii: "\""))
         withUnsafeBytes(of: id.uuid) { raw in
             for (i, b) in raw.enumerated() {
                 if i == 4 || i == 6 || i == 8 || i == 10 { bytes.append(UInt8(ascii: "-")) }
-                bytes.append(hex[Int(b >> 4)])
-                bytes.append(hex[Int(b & 0xF)])
+                bytes.append(Self.hex[Int(b >> 4)])
+                bytes.append(Self.hex[Int(b & 0xF)])
             }
         }
         bytes.append(UInt8(ascii: "\""))

@@ -335,8 +335,7 @@ enum JobSQL {
                 started_at = now(), heartbeat_at = now(), deadline_at = now() + j.timeout
             FROM picked
             WHERE j.id = picked.id
-            RETURNING \(unsafeSQL: jobColumns), now() AS db_now,
-                      extract(epoch FROM j.deadline_at - now())::float8 AS remaining_s
+            RETURNING \(unsafeSQL: jobColumns), extract(epoch FROM j.deadline_at - now())::float8 AS remaining_s
         )
         SELECT (SELECT coalesce(array_agg(id), '{}') FROM done) AS completed_ids, claimed.*
         FROM (SELECT 1) AS one LEFT JOIN claimed ON true

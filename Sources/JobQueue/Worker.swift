@@ -484,14 +484,12 @@ public final class Worker: Service, Sendable {
                lastSample.map({ ContinuousClock.now - $0 >= interval }) ?? true {
                 lastSample = ContinuousClock.now
                 if let rows = try? await pool.query(JobSQL.queueDepth().named("JobSQL.queueDepth")) {
-                    var counts: [String: Int] = [:]
-                    for row in rows {
-                        if let status = try? row.decode("status", as: String.self), let priority = try? row.decode("priority", as: String.self),
-                           let n = try? row.decode("jobs", as: Int.self) {
-                            counts["\(status)/\(priority)"] = n
-                        }
-                    }
-                    metrics.queueDepth(counts)
+                    metrics.queueDepth(rows.compactMap { row in
+                        guard let status = try? row.decode("status", as: JobStatus.self),
+                              let priority = try? row.decode("priority", as: JobPriority.self),
+                              let n = try? row.decode("jobs", as: Int.self) else { return nil }
+                        return (status, priority, n)
+                    })
                 }
             }
             try? await Task.sleep(for: .seconds(1))
@@ -550,7 +548,11 @@ public struct Maintenance: Sendable {
     let batch: Int
     let logger: Logger
 
-    public init(pool: PGPool, lease: Duration, stuckGrace: Duration, backoff: RetryBackoff, batch: Int = 500, logger: Logger) {
+    /// The defaults are the worker's (``WorkerConfiguration``); pruning alone needs none of them.
+    public init(
+        pool: PGPool, lease: Duration = .seconds(60), stuckGrace: Duration = .seconds(30), backoff: RetryBackoff = RetryBackoff(),
+        batch: Int = 500, logger: Logger
+    ) {
         self.pool = pool
         self.lease = lease
         self.stuckGrace = stuckGrace
@@ -720,7 +722,7 @@ final class WorkerState: @unchecked Sendable {
         running[id] = (attempt, execution, deadline)
         let count = running.count
         lock.unlock()
-        metrics.slots(free: concurrency - count, running: count)
+        metrics.slots(free: max(0, concurrency - count), running: count)
     }
 
     /// Times out every running attempt whose deadline is past.
@@ -736,7 +738,7 @@ final class WorkerState: @unchecked Sendable {
         running[id] = nil
         let count = running.count
         lock.unlock()
-        metrics.slots(free: concurrency - count, running: count)
+        metrics.slots(free: max(0, concurrency - count), running: count)
     }
 
     func runningAttempts() -> [(UUID, Int)] {
@@ -811,11 +813,12 @@ final class WorkerState: @unchecked Sendable {
     }
 }
 
-/// Writes completions of many jobs in one statement, fenced per job.
+/// Gathers completions and gets them written many to a statement, fenced per job.
 ///
-/// A completion waits only for the statement already in flight: while one flush runs, the next
-/// completions gather, so under load each statement carries many jobs and when idle a job's
-/// completion is written at once. Each job still gets its own answer (completed, or stale).
+/// While the claim loop runs (attached), completions ride with its next claim statement, which
+/// a completion wakes at once; otherwise (shutdown) the completer writes them itself, one
+/// statement in flight at a time, the next ones gathering meanwhile. Each job still gets its
+/// own answer (completed, or stale).
 final class Completer: @unchecked Sendable {
     struct Pending {
         var id: UUID

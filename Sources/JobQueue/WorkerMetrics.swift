@@ -34,7 +34,7 @@ final class WorkerMetrics: Sendable {
         var depth: [String: Gauge] = [:]
         for status in [JobStatus.pending, .running] {
             for priority in JobPriority.allCases {
-                depth["\(status.rawValue)/\(priority.rawValue)"] = Gauge(
+                depth[Self.depthKey(status, priority)] = Gauge(
                     label: "imagejobs_queue_depth", dimensions: [("status", status.rawValue), ("priority", priority.rawValue)])
             }
         }
@@ -75,8 +75,14 @@ final class WorkerMetrics: Sendable {
     }
 
     /// Sets the sampled queue depth; pairs missing from `counts` are zero.
-    func queueDepth(_ counts: [String: Int]) {
-        for (key, gauge) in depth { gauge.record(counts[key] ?? 0) }
+    func queueDepth(_ counts: [(JobStatus, JobPriority, Int)]) {
+        var byKey: [String: Int] = [:]
+        for (status, priority, n) in counts { byKey[Self.depthKey(status, priority)] = n }
+        for (key, gauge) in depth { gauge.record(byKey[key] ?? 0) }
+    }
+
+    private static func depthKey(_ status: JobStatus, _ priority: JobPriority) -> String {
+        "\(status.rawValue)/\(priority.rawValue)"
     }
 }
 

@@ -164,7 +164,7 @@ final class Fleet: @unchecked Sendable {
         let path = "\(log).stderr.\(spawned)"
         spawned += 1
         lock.unlock()
-        FileManager.default.createFile(atPath: path, contents: nil)
+        _ = FileManager.default.createFile(atPath: path, contents: nil)
         let handle = FileHandle(forWritingAtPath: path) ?? FileHandle.nullDevice
         p.standardError = handle
         try! p.run()
@@ -265,7 +265,9 @@ func retrying<T>(_ body: () async throws -> T) async throws -> T {
     throw last!
 }
 
-func setUp(_ name: String) async throws -> (String, PGPool, JobQueue) {
+/// A scenario's fresh schema (migrated), a pool and queue on it, and its fleet (not started),
+/// whose execution log starts empty.
+func setUp(_ name: String) async throws -> (PGPool, JobQueue, Fleet) {
     let schema = "chaos_\(name)_\(options.seed)"
     let admin = makePool("public", max: 1)
     try await admin.query("DROP SCHEMA IF EXISTS \(identifier: schema) CASCADE")
@@ -273,7 +275,9 @@ func setUp(_ name: String) async throws -> (String, PGPool, JobQueue) {
     await admin.close()
     let pool = makePool(schema)
     try await Migrator(pool: pool, logger: quiet).up()
-    return (schema, pool, JobQueue(pool: pool, logger: quiet))
+    let logPath = "/tmp/imagejobs-chaos-\(name)-\(options.seed).log"
+    unlink(logPath)
+    return (pool, JobQueue(pool: pool, logger: quiet), Fleet(url: schemaURL(schema), log: logPath))
 }
 
 func submit(_ queue: JobQueue, count: Int, rng: inout Rng, extra: [JobSpec] = []) async throws -> [UUID] {
@@ -390,11 +394,9 @@ func checkLogs(_ fleet: Fleet, label: String) {
 func scenarioClean() async throws {
     say("== clean: \(options.jobs) jobs, \(options.workers) workers, no faults")
     var rng = Rng(state: options.seed)
-    let (schema, pool, queue) = try await setUp("clean")
-    let logPath = "/tmp/imagejobs-chaos-clean-\(options.seed).log"
-    unlink(logPath)
+    let (pool, queue, fleet) = try await setUp("clean")
+    let logPath = fleet.log
     let ids = try await submit(queue, count: options.jobs, rng: &rng)
-    let fleet = Fleet(url: schemaURL(schema), log: logPath)
     let start = now()
     for _ in 0..<options.workers { _ = fleet.spawn() }
     let done = await waitAllFinal(pool, count: ids.count, cap: 120)
@@ -410,13 +412,11 @@ func scenarioClean() async throws {
 func scenarioMix() async throws {
     say("== mix: \(options.jobs) jobs, \(options.workers) workers, seed \(options.seed)")
     var rng = Rng(state: options.seed &+ 1)
-    let (schema, pool, queue) = try await setUp("mix")
-    let logPath = "/tmp/imagejobs-chaos-mix-\(options.seed).log"
-    unlink(logPath)
+    let (pool, queue, fleet) = try await setUp("mix")
+    let logPath = fleet.log
     let poison = JobSpec(kind: "test.script", params: ["crash_attempts": -1], conversationID: UUID(), maxRetries: 2)
     let ids = try await submit(queue, count: options.jobs, rng: &rng, extra: [poison])
     let poisonID = ids.last!
-    let fleet = Fleet(url: schemaURL(schema), log: logPath)
     let faults = FaultLog()
     let sampler = Sampler()
     let sampling = Task { await sampler.run(pool) }
@@ -497,11 +497,9 @@ func scenarioMix() async throws {
 func scenarioOutage() async throws {
     say("== outage: the database down 10 s under a backlog")
     var rng = Rng(state: options.seed &+ 2)
-    let (schema, pool, queue) = try await setUp("outage")
-    let logPath = "/tmp/imagejobs-chaos-outage-\(options.seed).log"
-    unlink(logPath)
+    let (pool, queue, fleet) = try await setUp("outage")
+    let logPath = fleet.log
     let ids = try await submit(queue, count: 3000, rng: &rng)
-    let fleet = Fleet(url: schemaURL(schema), log: logPath)
     let sampler = Sampler()
     let sampling = Task { await sampler.run(pool) }
     for _ in 0..<options.workers { _ = fleet.spawn() }
@@ -541,11 +539,9 @@ func scenarioOutage() async throws {
 func scenarioRestart() async throws {
     say("== restart: a fast restart shorter than the lease during steady load")
     var rng = Rng(state: options.seed &+ 3)
-    let (schema, pool, queue) = try await setUp("restart")
-    let logPath = "/tmp/imagejobs-chaos-restart-\(options.seed).log"
-    unlink(logPath)
+    let (pool, queue, fleet) = try await setUp("restart")
+    let logPath = fleet.log
     let ids = try await submit(queue, count: 3000, rng: &rng)
-    let fleet = Fleet(url: schemaURL(schema), log: logPath)
     for _ in 0..<options.workers { _ = fleet.spawn() }
     try await Task.sleep(for: .seconds(1.5))
     let from = now()
@@ -564,10 +560,8 @@ func scenarioRestart() async throws {
 
 func scenarioZombie() async throws {
     say("== zombie: a worker stopped past its lease, then resumed")
-    let (schema, pool, queue) = try await setUp("zombie")
-    let logPath = "/tmp/imagejobs-chaos-zombie-\(options.seed).log"
-    unlink(logPath)
-    let fleet = Fleet(url: schemaURL(schema), log: logPath)
+    let (pool, queue, fleet) = try await setUp("zombie")
+    let logPath = fleet.log
     let zombie = fleet.spawn()
     try await Task.sleep(for: .seconds(1))
     let id = try await queue.submit(JobSpec(kind: "test.script", params: ["sleep_ms": 4000], conversationID: UUID())).job.id
@@ -600,9 +594,8 @@ func scenarioZombie() async throws {
 func scenarioSoak() async throws {
     let n = options.soakJobs
     say("== soak: \(n) jobs through \(options.workers) workers (concurrency 16 each), pruned 3 s after they finish")
-    let (schema, pool, queue) = try await setUp("soak")
-    let logPath = "/tmp/imagejobs-chaos-soak-\(options.seed).log"
-    unlink(logPath)
+    let (pool, queue, fleet) = try await setUp("soak")
+    let logPath = fleet.log
     var ids = Set<UUID>()
     ids.reserveCapacity(n)
     let enqueueStart = now()
@@ -619,7 +612,6 @@ func scenarioSoak() async throws {
     let full: Int = try await pool.query(sizeQuery)[0].decode("size")
     say(String(format: "  enqueued %d jobs in %.1f s (%.0f/s); jobs table with its indexes: %.1f MiB", n, enqueueSeconds, Double(n) / enqueueSeconds, Double(full) / 1_048_576))
 
-    let fleet = Fleet(url: schemaURL(schema), log: logPath)
     fleet.concurrency = 16
     fleet.logLevel = "info"
     fleet.extraArguments = ["--retention", "3s"]

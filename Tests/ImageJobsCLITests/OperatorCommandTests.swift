@@ -223,11 +223,3 @@ func sameValue(_ row: PGRow, _ i: Int, _ printed: JSONValue?) -> Bool {
         return printed.stringValue == text
     }
 }
-
-extension Sequence where Element: Sendable {
-    func asyncMap<T: Sendable>(_ transform: (Element) async throws -> T) async throws -> [T] {
-        var out: [T] = []
-        for element in self { out.append(try await transform(element)) }
-        return out
-    }
-}

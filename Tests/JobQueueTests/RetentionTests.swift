@@ -159,11 +159,3 @@ struct SleepHandler: JobHandler {
         return JobResult()
     }
 }
-
-extension Sequence where Element: Sendable {
-    func asyncMap<T: Sendable>(_ transform: (Element) async throws -> T) async throws -> [T] {
-        var out: [T] = []
-        for element in self { out.append(try await transform(element)) }
-        return out
-    }
-}

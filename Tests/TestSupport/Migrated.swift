@@ -40,3 +40,12 @@ public func eventually(timeout: Duration = .seconds(20), _ condition: () async t
     }
     return try await condition()
 }
+
+extension Sequence where Element: Sendable {
+    /// `map` with an async transform, one element at a time, in order.
+    public func asyncMap<T: Sendable>(_ transform: (Element) async throws -> T) async throws -> [T] {
+        var out: [T] = []
+        for element in self { out.append(try await transform(element)) }
+        return out
+    }
+}
