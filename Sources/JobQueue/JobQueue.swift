@@ -133,8 +133,14 @@ public final class JobQueue: Sendable {
     private func insert(_ spec: JobSpec, params: [UInt8], on connection: PGConnection) async throws -> (job: Job, created: Bool) {
         let channel = try await channel(on: connection)
         let id = UUIDv7.make()
-        let row = JobSQL.insertRow(spec, id: id, ord: 0, params: params)
         do {
+            guard spec.idempotencyKey != nil else {
+                let rows = try await connection.query(
+                    JobSQL.insertJob(spec, id: id, params: params, channel: channel, notify: notify).named("JobSQL.insertJobWithoutKey"))
+                guard let first = rows.first else { throw JobQueueError(.database, "the insert returned no row") }
+                return (try newJob(spec, id: id, row: first), true)
+            }
+            let row = JobSQL.insertRow(spec, id: id, ord: 0, params: params)
             var rows = try await connection.query(
                 JobSQL.insertJob(row, conversationID: spec.conversationID, idempotencyKey: spec.idempotencyKey, channel: channel, notify: notify)
                     .named("JobSQL.insertJob"))
@@ -153,16 +159,20 @@ public final class JobQueue: Sendable {
                 }
                 return (try JobSQL.decodeJob(full), false)
             }
-            let job = Job(
-                id: id, conversationID: spec.conversationID, batchID: nil, kind: spec.kind, params: spec.params,
-                priority: spec.priority, status: .pending, retryCount: 0, maxRetries: spec.maxRetries, attempt: 0,
-                timeout: spec.timeout.seconds, nextAttemptAt: try first.decode("next_attempt_at"), workerID: nil,
-                createdAt: try first.decode("created_at"), startedAt: nil, heartbeatAt: nil, deadlineAt: nil, finishedAt: nil,
-                errorMessage: nil, errors: [], idempotencyKey: spec.idempotencyKey)
-            return (job, true)
+            return (try newJob(spec, id: id, row: first), true)
         } catch {
             throw JobQueueError.from(error)
         }
+    }
+
+    /// The job just inserted, from its spec and the row's database timestamps.
+    private func newJob(_ spec: JobSpec, id: UUID, row: PGRow) throws -> Job {
+        Job(
+            id: id, conversationID: spec.conversationID, batchID: nil, kind: spec.kind, params: spec.params,
+            priority: spec.priority, status: .pending, retryCount: 0, maxRetries: spec.maxRetries, attempt: 0,
+            timeout: spec.timeout.seconds, nextAttemptAt: try row.decode("next_attempt_at"), workerID: nil,
+            createdAt: try row.decode("created_at"), startedAt: nil, heartbeatAt: nil, deadlineAt: nil, finishedAt: nil,
+            errorMessage: nil, errors: [], idempotencyKey: spec.idempotencyKey)
     }
 
     /// Submits many jobs of one conversation as a batch, all or nothing, in one statement.

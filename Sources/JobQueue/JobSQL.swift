@@ -117,6 +117,32 @@ enum JobSQL {
           backoff_base_ms bigint, backoff_cap_ms bigint, backoff_jitter float8, idempotency_key text)
         """
 
+    /// Inserts one job without an idempotency key: every value bound directly (no recordset to
+    /// parse, no lookup branch). The statement writes the job's queue-position delta itself and
+    /// marks itself counted, so the count trigger skips it (migration 0010); the wake-up rides
+    /// on the returned row. Returns the new job's timestamps only (the caller knows the rest).
+    static func insertJob(_ spec: JobSpec, id: UUID, params: [UInt8], channel: String, notify: Bool) -> PGQuery {
+        """
+        WITH ins AS (
+            INSERT INTO jobs (conversation_id, id, kind, params, priority, max_retries, timeout,
+                              backoff_base, backoff_cap, backoff_jitter)
+            VALUES (\(spec.conversationID)::uuid, \(id)::uuid, \(spec.kind)::text, \(JSONText(text: String(decoding: params, as: UTF8.self)))::jsonb,
+                    \(spec.priority.rawValue)::job_priority, \(spec.maxRetries)::int,
+                    \(spec.timeout.milliseconds)::bigint * interval '1 millisecond',
+                    \(spec.backoff?.base.milliseconds)::bigint * interval '1 millisecond',
+                    \(spec.backoff?.cap.milliseconds)::bigint * interval '1 millisecond',
+                    \(spec.backoff?.jitter)::float8)
+            RETURNING priority, status, created_at, next_attempt_at,
+                      set_config('imagejobs.counted_insert', statement_timestamp()::text, true) AS counted
+        ), delta AS (
+            INSERT INTO job_count_deltas (metric, priority, second, n)
+            SELECT 0, priority, date_trunc('second', created_at), 1 FROM ins WHERE status = 'pending'
+        )
+        SELECT created_at, next_attempt_at, CASE WHEN \(notify)::bool THEN pg_notify(\(channel)::text, 'job') END AS notified
+        FROM ins
+        """
+    }
+
     /// Inserts one job; with an idempotency key already used in the conversation, returns
     /// the earlier job instead (`inserted` false). Wakes idle workers at commit.
     /// Returns the new job's timestamps only (the caller knows the rest), or with an

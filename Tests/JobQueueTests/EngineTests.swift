@@ -305,6 +305,69 @@ struct EngineTests {
         }
     }
 
+    @Test("every way a job enters the queue is counted once for queue positions")
+    func everyInsertCountedOnce() async throws {
+        try await TestDatabase.withMigratedSchema { schema, queue in
+            let conversation = UUID()
+            let handInsert: PGQuery = """
+                INSERT INTO jobs (id, conversation_id, kind, params, priority)
+                VALUES (gen_random_uuid(), \(conversation), 'test.script', '{}', 'high')
+                """
+            var ids: [UUID] = []
+            // In one transaction: the library's one-job insert (which counts itself and tells
+            // the trigger so), then hand-written inserts the trigger must still count.
+            try await schema.pool.withTransaction { conn in
+                ids.append(try await queue.submit(Factory.spec(conversation: conversation), on: conn).job.id)
+                try await conn.query(handInsert)
+                ids.append(try await queue.submit(Factory.spec(conversation: conversation, priority: .low), on: conn).job.id)
+                try await conn.query(handInsert)
+                ids.append(try await queue.submit(Factory.spec(conversation: conversation, key: "k1"), on: conn).job.id)
+            }
+            try await schema.pool.query(handInsert)
+            ids += try await queue.submitBatch((0..<3).map { _ in Factory.spec(conversation: conversation) }, conversationID: conversation).jobIDs
+            let counted = try await schema.pool.int("SELECT coalesce(sum(n), 0)::int FROM job_count_deltas WHERE metric = 0")
+            let pending = try await schema.pool.int("SELECT count(*)::int FROM jobs WHERE status = 'pending'")
+            #expect(pending == 9)
+            #expect(counted == pending)
+            for id in try await schema.pool.query("SELECT id FROM jobs").map({ try $0.decode("id", as: UUID.self) }) {
+                #expect(try await queue.position(id).position == (try await queue.positionByCounting(id)).position)
+            }
+        }
+    }
+
+    @Test("the schema refuses impossible rows written by hand, naming the rule")
+    func schemaRefusesImpossibleRows() async throws {
+        try await TestDatabase.withMigratedSchema { schema, queue in
+            let id = try await queue.submit(Factory.spec()).job.id
+            let refused: [(PGQuery, String)] = [
+                ("UPDATE jobs SET kind = 'Bad Kind' WHERE id = \(id)", "job_kind_check"),
+                ("UPDATE jobs SET params = '[1]' WHERE id = \(id)", "job_params_check"),
+                ("UPDATE jobs SET retry_count = -1 WHERE id = \(id)", "job_counter_check"),
+                ("UPDATE jobs SET max_retries = 26 WHERE id = \(id)", "job_max_retries_check"),
+                ("UPDATE jobs SET timeout = interval '25 hours' WHERE id = \(id)", "job_timeout_check"),
+                ("UPDATE jobs SET backoff_jitter = 2 WHERE id = \(id)", "job_jitter_check"),
+                ("UPDATE jobs SET errors = '{}' WHERE id = \(id)", "job_errors_check"),
+                ("UPDATE jobs SET status = 'running' WHERE id = \(id)", "jobs_running_is_claimed"),
+                ("UPDATE jobs SET status = 'completed' WHERE id = \(id)", "jobs_finished_iff_final"),
+                ("UPDATE jobs SET finished_at = now() WHERE id = \(id)", "jobs_finished_iff_final"),
+                ("UPDATE jobs SET status = 'error', finished_at = now() WHERE id = \(id)", "jobs_error_has_message"),
+                ("UPDATE jobs SET retry_count = 4 WHERE id = \(id)", "jobs_retries_within_max"),
+                ("""
+                 INSERT INTO jobs (id, conversation_id, params, idempotency_key)
+                 VALUES (gen_random_uuid(), gen_random_uuid(), '{}', '')
+                 """, "job_idempotency_key_check"),
+            ]
+            for (statement, rule) in refused {
+                let error = await #expect(throws: PGError.self) { try await schema.pool.query(statement) }
+                #expect(error?.sqlState == .checkViolation, "\(rule)")
+                #expect(error?.constraint == rule)
+            }
+            let job = try await queue.job(id)
+            #expect(job.status == .pending && job.kind == "test.script" && job.retryCount == 0)
+            #expect(try await schema.pool.int("SELECT count(*)::int FROM jobs") == 1)
+        }
+    }
+
     @Test("cancel a pending job, refuse to cancel a finished one, re-queue a job in error")
     func cancelAndRetry() async throws {
         try await TestDatabase.withMigratedSchema { schema, queue in

@@ -785,5 +785,241 @@ extension Migration {
 
             """#
         ),
+        Migration(
+            version: 9, name: "domain_checks",
+            up: #"""
+            -- 0009 domain_checks
+            --
+            -- What it does: moves the single-column rules of `jobs` from table CHECK constraints onto
+            -- domains (`job_kind`, `job_params`, `job_counter`, `job_max_retries`, `job_backoff`,
+            -- `job_jitter`, `job_timeout`, `job_error_message`, `job_errors`, `job_idempotency_key`).
+            -- The rules themselves are unchanged. Why: PostgreSQL reads back the stored expression of
+            -- every table CHECK constraint at the start of each INSERT or UPDATE statement on the table;
+            -- with sixteen of them that was about a fifth of the server's work for a one-job insert, and
+            -- the same again for every claim and completion. A domain's constraints are read once per
+            -- session and checked only when that column is written. The four rules that relate columns
+            -- of one row stay table constraints (same names), written with smaller expressions:
+            -- `jobs_finished_iff_final` uses the enum order (completed, error and cancelled are the
+            -- labels after running) and `jobs_running_is_claimed` counts its non-null columns.
+            --
+            -- A column's type cannot change under a view, so the views of this schema (the report views
+            -- and any an operator added) are dropped and recreated from their own definitions, with
+            -- their options, comments and grants.
+            --
+            -- Caveats: `ALTER COLUMN ... TYPE` holds an ACCESS EXCLUSIVE lock on `jobs` while it checks
+            -- every row against the domains (no rewrite: each domain has its column's type); about a
+            -- second per million jobs. Submits and claims wait that long. Views in other schemas that
+            -- read `jobs` make the migration fail with PostgreSQL's error naming them; drop them first.
+            -- Errors for a bad value now name the domain's constraint (for example `job_kind_check`)
+            -- instead of the column's; the SQLSTATE (23514) is the same.
+
+            CREATE DOMAIN job_kind AS text CHECK (VALUE ~ '^[a-z][a-z0-9_.-]{0,63}$');
+            CREATE DOMAIN job_params AS jsonb
+                CHECK (jsonb_typeof(VALUE) = 'object' AND octet_length(VALUE::text) <= 65536);
+            CREATE DOMAIN job_counter AS integer CHECK (VALUE >= 0);
+            CREATE DOMAIN job_max_retries AS integer CHECK (VALUE BETWEEN 0 AND 25);
+            CREATE DOMAIN job_backoff AS interval CHECK (VALUE > interval '0');
+            CREATE DOMAIN job_jitter AS double precision CHECK (VALUE BETWEEN 0 AND 1);
+            CREATE DOMAIN job_timeout AS interval CHECK (VALUE BETWEEN interval '1 second' AND interval '24 hours');
+            CREATE DOMAIN job_error_message AS text CHECK (octet_length(VALUE) <= 4096);
+            CREATE DOMAIN job_errors AS jsonb CHECK (jsonb_typeof(VALUE) = 'array');
+            CREATE DOMAIN job_idempotency_key AS text CHECK (length(VALUE) BETWEEN 1 AND 200);
+
+            -- The views of this schema, to recreate after the column types change.
+            CREATE TEMP TABLE migration_0009_views ON COMMIT DROP AS
+            SELECT c.oid, c.relname, pg_get_viewdef(c.oid) AS definition, c.reloptions,
+                   obj_description(c.oid, 'pg_class') AS comment,
+                   ARRAY(SELECT format('GRANT %s ON %I TO %s', a.privilege_type, c.relname,
+                                       CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(a.grantee::regrole::text) END)
+                         FROM aclexplode(c.relacl) a WHERE a.grantee <> c.relowner) AS grants
+            FROM pg_class c
+            WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'v';
+
+            DO $$
+            DECLARE v record;
+            BEGIN
+                FOR v IN SELECT relname FROM migration_0009_views ORDER BY oid DESC LOOP
+                    EXECUTE format('DROP VIEW IF EXISTS %I CASCADE', v.relname);
+                END LOOP;
+            END
+            $$;
+
+            ALTER TABLE jobs
+                DROP CONSTRAINT jobs_kind_check,
+                DROP CONSTRAINT jobs_params_check,
+                DROP CONSTRAINT jobs_retry_count_check,
+                DROP CONSTRAINT jobs_max_retries_check,
+                DROP CONSTRAINT jobs_backoff_base_check,
+                DROP CONSTRAINT jobs_backoff_cap_check,
+                DROP CONSTRAINT jobs_backoff_jitter_check,
+                DROP CONSTRAINT jobs_timeout_check,
+                DROP CONSTRAINT jobs_attempt_check,
+                DROP CONSTRAINT jobs_error_message_check,
+                DROP CONSTRAINT jobs_errors_check,
+                DROP CONSTRAINT jobs_idempotency_key_check,
+                DROP CONSTRAINT jobs_running_is_claimed,
+                DROP CONSTRAINT jobs_finished_iff_final,
+                ALTER COLUMN kind TYPE job_kind,
+                ALTER COLUMN params TYPE job_params,
+                ALTER COLUMN retry_count TYPE job_counter,
+                ALTER COLUMN max_retries TYPE job_max_retries,
+                ALTER COLUMN backoff_base TYPE job_backoff,
+                ALTER COLUMN backoff_cap TYPE job_backoff,
+                ALTER COLUMN backoff_jitter TYPE job_jitter,
+                ALTER COLUMN timeout TYPE job_timeout,
+                ALTER COLUMN attempt TYPE job_counter,
+                ALTER COLUMN error_message TYPE job_error_message,
+                ALTER COLUMN errors TYPE job_errors,
+                ALTER COLUMN idempotency_key TYPE job_idempotency_key,
+                ADD CONSTRAINT jobs_running_is_claimed CHECK (
+                    status <> 'running' OR (num_nulls(worker_id, started_at, heartbeat_at, deadline_at) = 0 AND attempt > 0)),
+                ADD CONSTRAINT jobs_finished_iff_final CHECK ((status > 'running') = (finished_at IS NOT NULL));
+
+            DO $$
+            DECLARE v record; g text;
+            BEGIN
+                FOR v IN SELECT * FROM migration_0009_views ORDER BY oid LOOP
+                    EXECUTE format('CREATE VIEW %I%s AS %s', v.relname,
+                                   CASE WHEN v.reloptions IS NULL THEN '' ELSE format(' WITH (%s)', array_to_string(v.reloptions, ', ')) END,
+                                   v.definition);
+                    IF v.comment IS NOT NULL THEN
+                        EXECUTE format('COMMENT ON VIEW %I IS %L', v.relname, v.comment);
+                    END IF;
+                    FOREACH g IN ARRAY v.grants LOOP
+                        EXECUTE g;
+                    END LOOP;
+                END LOOP;
+            END
+            $$;
+
+            """#,
+            down: #"""
+            -- 0009 domain_checks (down)
+            --
+            -- What it does: puts the columns of `jobs` back on their base types with the table CHECK
+            -- constraints of migration 0001 (same names, same rules), recreating the views of this
+            -- schema around the change as the up migration does, and drops the domains.
+            -- Caveats: the same ACCESS EXCLUSIVE lock and full check of `jobs` as the up migration.
+
+            CREATE TEMP TABLE migration_0009_views ON COMMIT DROP AS
+            SELECT c.oid, c.relname, pg_get_viewdef(c.oid) AS definition, c.reloptions,
+                   obj_description(c.oid, 'pg_class') AS comment,
+                   ARRAY(SELECT format('GRANT %s ON %I TO %s', a.privilege_type, c.relname,
+                                       CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(a.grantee::regrole::text) END)
+                         FROM aclexplode(c.relacl) a WHERE a.grantee <> c.relowner) AS grants
+            FROM pg_class c
+            WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'v';
+
+            DO $$
+            DECLARE v record;
+            BEGIN
+                FOR v IN SELECT relname FROM migration_0009_views ORDER BY oid DESC LOOP
+                    EXECUTE format('DROP VIEW IF EXISTS %I CASCADE', v.relname);
+                END LOOP;
+            END
+            $$;
+
+            ALTER TABLE jobs
+                DROP CONSTRAINT jobs_running_is_claimed,
+                DROP CONSTRAINT jobs_finished_iff_final,
+                ALTER COLUMN kind TYPE text,
+                ALTER COLUMN params TYPE jsonb,
+                ALTER COLUMN retry_count TYPE integer,
+                ALTER COLUMN max_retries TYPE integer,
+                ALTER COLUMN backoff_base TYPE interval,
+                ALTER COLUMN backoff_cap TYPE interval,
+                ALTER COLUMN backoff_jitter TYPE double precision,
+                ALTER COLUMN timeout TYPE interval,
+                ALTER COLUMN attempt TYPE integer,
+                ALTER COLUMN error_message TYPE text,
+                ALTER COLUMN errors TYPE jsonb,
+                ALTER COLUMN idempotency_key TYPE text,
+                ADD CONSTRAINT jobs_kind_check CHECK (kind ~ '^[a-z][a-z0-9_.-]{0,63}$'),
+                ADD CONSTRAINT jobs_params_check CHECK (jsonb_typeof(params) = 'object' AND octet_length(params::text) <= 65536),
+                ADD CONSTRAINT jobs_retry_count_check CHECK (retry_count >= 0),
+                ADD CONSTRAINT jobs_max_retries_check CHECK (max_retries BETWEEN 0 AND 25),
+                ADD CONSTRAINT jobs_backoff_base_check CHECK (backoff_base > interval '0'),
+                ADD CONSTRAINT jobs_backoff_cap_check CHECK (backoff_cap > interval '0'),
+                ADD CONSTRAINT jobs_backoff_jitter_check CHECK (backoff_jitter BETWEEN 0 AND 1),
+                ADD CONSTRAINT jobs_timeout_check CHECK (timeout BETWEEN interval '1 second' AND interval '24 hours'),
+                ADD CONSTRAINT jobs_attempt_check CHECK (attempt >= 0),
+                ADD CONSTRAINT jobs_error_message_check CHECK (octet_length(error_message) <= 4096),
+                ADD CONSTRAINT jobs_errors_check CHECK (jsonb_typeof(errors) = 'array'),
+                ADD CONSTRAINT jobs_idempotency_key_check CHECK (length(idempotency_key) BETWEEN 1 AND 200),
+                ADD CONSTRAINT jobs_running_is_claimed CHECK (
+                    status <> 'running'
+                    OR (worker_id IS NOT NULL AND started_at IS NOT NULL AND heartbeat_at IS NOT NULL
+                        AND deadline_at IS NOT NULL AND attempt > 0)),
+                ADD CONSTRAINT jobs_finished_iff_final CHECK (
+                    (status IN ('completed', 'error', 'cancelled')) = (finished_at IS NOT NULL));
+
+            DO $$
+            DECLARE v record; g text;
+            BEGIN
+                FOR v IN SELECT * FROM migration_0009_views ORDER BY oid LOOP
+                    EXECUTE format('CREATE VIEW %I%s AS %s', v.relname,
+                                   CASE WHEN v.reloptions IS NULL THEN '' ELSE format(' WITH (%s)', array_to_string(v.reloptions, ', ')) END,
+                                   v.definition);
+                    IF v.comment IS NOT NULL THEN
+                        EXECUTE format('COMMENT ON VIEW %I IS %L', v.relname, v.comment);
+                    END IF;
+                    FOREACH g IN ARRAY v.grants LOOP
+                        EXECUTE g;
+                    END LOOP;
+                END LOOP;
+            END
+            $$;
+
+            DROP DOMAIN job_kind, job_params, job_counter, job_max_retries, job_backoff, job_jitter, job_timeout,
+                        job_error_message, job_errors, job_idempotency_key;
+
+            """#
+        ),
+        Migration(
+            version: 10, name: "counted_inserts",
+            up: #"""
+            -- 0010 counted_inserts
+            --
+            -- What it does: lets a one-job submit write its own queue-position delta instead of paying
+            -- for the statement-level count trigger (a PL/pgSQL call, a second plan, an aggregate over
+            -- the transition table: about a fifth of the server's work for a one-job insert). The
+            -- library's insert writes the job's `job_count_deltas` row in the same statement and, in the
+            -- same statement, sets the transaction-local marker `imagejobs.counted_insert` to that
+            -- statement's `statement_timestamp()`; the trigger's WHEN clause skips exactly the statement
+            -- that carries the marker. Every other INSERT into `jobs` (batches, hand-written SQL,
+            -- another client) is still counted by the trigger, as before. Clients get INSERT on
+            -- `job_count_deltas` for their own deltas.
+            --
+            -- Caveats: a statement that sets `imagejobs.counted_insert` to its own statement time by
+            -- hand must write its own deltas (nothing else sets it). A client role can now append
+            -- deltas: a wrong one skews queue positions, never a job's state or order.
+
+            DROP TRIGGER jobs_count_inserted ON jobs;
+            CREATE TRIGGER jobs_count_inserted AFTER INSERT ON jobs
+                REFERENCING NEW TABLE AS new_rows
+                FOR EACH STATEMENT
+                WHEN (current_setting('imagejobs.counted_insert', true) IS DISTINCT FROM statement_timestamp()::text)
+                EXECUTE FUNCTION jobs_count_inserted();
+
+            GRANT INSERT ON job_count_deltas TO imagejobs_client;
+
+            """#,
+            down: #"""
+            -- 0010 counted_inserts (down)
+            --
+            -- What it does: the count trigger counts every INSERT into `jobs` again, and clients lose
+            -- INSERT on `job_count_deltas`.
+            -- Caveats: a library that still writes its own deltas would count its jobs twice; roll back
+            -- the program together with the schema.
+
+            DROP TRIGGER jobs_count_inserted ON jobs;
+            CREATE TRIGGER jobs_count_inserted AFTER INSERT ON jobs
+                REFERENCING NEW TABLE AS new_rows
+                FOR EACH STATEMENT EXECUTE FUNCTION jobs_count_inserted();
+
+            REVOKE INSERT ON job_count_deltas FROM imagejobs_client;
+
+            """#
+        ),
     ]
 }
