@@ -44,6 +44,26 @@ final class PGCancelHandle: @unchecked Sendable {
     }
 }
 
+/// Whether a connection can take another statement, readable from any thread: the pool asks
+/// it on every lease and return, and a hop to the connection's thread for it would cost two
+/// thread wake-ups each time. The connection updates it on its own thread after each statement.
+final class PGConnectionHealth: @unchecked Sendable {
+    private let lock = NSLock()
+    private var usable = true
+
+    var isUsable: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return usable
+    }
+
+    func set(_ value: Bool) {
+        lock.lock()
+        usable = value
+        lock.unlock()
+    }
+}
+
 /// One PostgreSQL connection, isolated to a thread of its own.
 ///
 /// Every method that touches libpq runs on the connection's ``PGThreadExecutor`` thread, so a
@@ -62,6 +82,7 @@ public actor PGConnection {
     private let cancelHandle: PGCancelHandle
     private var prepared: [String: String] = [:]
     private var broken = false
+    private let health = PGConnectionHealth()
     /// The backend's process id (`pg_backend_pid()`), for diagnostics and tests.
     public nonisolated let backendPID: Int32
     let logger: Logger
@@ -139,17 +160,23 @@ public actor PGConnection {
         return try body(conn)
     }
 
-    /// Whether the connection can take another statement.
-    public var isUsable: Bool {
-        guard let conn, !broken, !cancelHandle.requested else { return false }
-        #if DEBUG
-        precondition(executor.isCurrentThread, "libpq called off its connection's thread")
-        #endif
-        return PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) == PQTRANS_IDLE
+    /// Whether the connection can take another statement: open, not broken, no cancel
+    /// requested, outside a transaction (as of its last statement). Callable from any thread.
+    public nonisolated var isUsable: Bool {
+        health.isUsable && !cancelHandle.requested
+    }
+
+    /// Recomputes ``isUsable`` on the connection's thread, after anything that may change it.
+    private func refreshHealth() {
+        guard let conn, !broken else { return health.set(false) }
+        health.set(PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) == PQTRANS_IDLE)
     }
 
     /// Marks the connection unusable; the pool closes it instead of reusing it.
-    public func invalidate() { broken = true }
+    public func invalidate() {
+        broken = true
+        health.set(false)
+    }
 
     /// Closes the connection.
     public func close() {
@@ -160,6 +187,7 @@ public actor PGConnection {
             PQfinish(conn)
         }
         conn = nil
+        health.set(false)
         cancelHandle.free()
     }
 
@@ -183,6 +211,7 @@ public actor PGConnection {
     /// Runs SQL text that may hold several statements (a migration file), with the simple query
     /// protocol and no parameters. Only for trusted text shipped with the program.
     public func executeScript(unsafeSQL sql: String, name: String) throws {
+        defer { refreshHealth() }
         try withPGconn { conn in
             guard let result = PQexec(conn, sql) else {
                 throw connectionError(conn, name: name)
@@ -193,6 +222,7 @@ public actor PGConnection {
     }
 
     private func run(_ query: PGQuery) throws -> PGRows {
+        defer { refreshHealth() }
         do {
             let rows = try withPGconn { conn in try self.execute(query, conn: conn) }
             return rows

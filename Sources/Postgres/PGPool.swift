@@ -106,7 +106,7 @@ public actor PGPool {
         while true {
             if closed { throw PGError(.poolClosed, message: "the connection pool is closed") }
             while let connection = idle.popLast() {
-                if await connection.isUsable { return connection }
+                if connection.isUsable { return connection }
                 openCount -= 1
                 connectionsLost += 1
                 await connection.close()
@@ -133,7 +133,7 @@ public actor PGPool {
     }
 
     private func release(_ connection: PGConnection) async {
-        if !closed, await connection.isUsable {
+        if !closed, connection.isUsable {
             idle.append(connection)
         } else {
             if !closed { connectionsLost += 1 }
