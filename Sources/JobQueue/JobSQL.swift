@@ -341,13 +341,27 @@ enum JobSQL {
     /// worker every time still runs out of retries. Every row carries the ids actually completed (fenced by
     /// attempt, like ``complete(ids:attempts:)``); with nothing to claim, one row has them and
     /// NULL job columns.
+    ///
+    /// The completions lock their rows with `SKIP LOCKED` too: a claimer whose snapshot still
+    /// saw one of them pending follows it to its newest version and holds that row lock until
+    /// its statement commits (a millisecond), and a plain UPDATE would wait for it. Rows so
+    /// held come back in `busy_ids` (still this worker's attempt, just not writable this
+    /// instant) for the next cycle, so no worker ever waits on another's lock.
     static func completeAndClaim(ids: [UUID], attempts: [Int], workerID: String, kinds: [String], limit: Int) -> PGQuery {
         """
-        WITH done AS (
+        WITH mine AS (
+            SELECT j.id, j.attempt FROM jobs j JOIN unnest(\(ids)::uuid[], \(attempts)::int[]) AS c(id, attempt)
+                ON j.id = c.id AND j.attempt = c.attempt AND j.status = 'running'
+        ), lockable AS MATERIALIZED (
+            -- Rechecked on the row's newest version once locked: still running, same attempt.
+            SELECT j.id FROM jobs j JOIN mine ON j.id = mine.id AND j.attempt = mine.attempt
+            WHERE j.status = 'running'
+            FOR NO KEY UPDATE OF j SKIP LOCKED
+        ), done AS (
             UPDATE jobs j
             SET status = 'completed', finished_at = now(), heartbeat_at = now()
-            FROM unnest(\(ids)::uuid[], \(attempts)::int[]) AS c(id, attempt)
-            WHERE j.id = c.id AND j.attempt = c.attempt AND j.status = 'running'
+            FROM lockable
+            WHERE j.id = lockable.id
             RETURNING j.id
         ), picked AS MATERIALIZED (
             SELECT id FROM jobs
@@ -363,7 +377,9 @@ enum JobSQL {
             WHERE j.id = picked.id
             RETURNING \(unsafeSQL: jobColumns), extract(epoch FROM j.deadline_at - now())::float8 AS remaining_s
         )
-        SELECT (SELECT coalesce(array_agg(id), '{}') FROM done) AS completed_ids, claimed.*
+        SELECT (SELECT coalesce(array_agg(id), '{}') FROM done) AS completed_ids,
+               (SELECT coalesce(array_agg(id), '{}') FROM mine WHERE id NOT IN (SELECT id FROM lockable)) AS busy_ids,
+               claimed.*
         FROM (SELECT 1) AS one LEFT JOIN claimed ON true
         """
     }

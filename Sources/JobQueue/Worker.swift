@@ -183,6 +183,7 @@ public final class Worker: Service, Sendable {
     private func claimLoop() async {
         let kinds = handlers.keys.sorted()
         var failures = 0
+        var busyCompletions = false
         // Completions ride along with claims: one statement completes the attempts whose
         // handlers finished and claims as many new jobs as that frees, so a busy worker spends
         // one round trip and one transaction per cycle, not two.
@@ -207,7 +208,8 @@ public final class Worker: Service, Sendable {
                     var claimed = 0
                     if !completions.isEmpty {
                         let done: [UUID] = try rows.first?.decode("completed_ids") ?? []
-                        completer.resolve(completions, completed: Set(done))
+                        let busy: [UUID] = try rows.first?.decode("busy_ids") ?? []
+                        busyCompletions = completer.resolve(completions, completed: Set(done), busy: Set(busy))
                         resolved = true
                     }
                     for row in rows where !row.isNull("id") {
@@ -231,6 +233,13 @@ public final class Worker: Service, Sendable {
                 }
             }
             if claimedAll { continue }  // more may be waiting; go again at once
+            if busyCompletions {
+                // Completions whose rows another statement held locked went back to the
+                // completer; that lock lasts one statement, so try again in a moment.
+                busyCompletions = false
+                try? await Task.sleep(for: .milliseconds(2))
+                continue
+            }
             await state.waitForWake(timeout: configuration.pollInterval)
         }
     }
@@ -383,13 +392,19 @@ public final class Worker: Service, Sendable {
     }
 
     private func fail(_ job: Job, message: String, permanent: Bool, timedOut: Bool, logger: Logger) async {
-        let result = try? await writeUntilLeaseLost(logger) { () async throws -> PGRow? in
-            try await self.pool.query(
-                JobSQL.fail(
-                    id: job.id, attempt: job.attempt, message: message, permanent: permanent, timedOut: timedOut,
-                    backoff: self.configuration.backoff
-                ).named("JobSQL.fail")
-            ).first
+        let result: PGRow??
+        do {
+            result = try await writeUntilLeaseLost(logger) { () async throws -> PGRow? in
+                try await self.pool.query(
+                    JobSQL.fail(
+                        id: job.id, attempt: job.attempt, message: message, permanent: permanent, timedOut: timedOut,
+                        backoff: self.configuration.backoff
+                    ).named("JobSQL.fail")
+                ).first
+            }
+        } catch {
+            logger.error("could not record the job's failure; the sweep will rescue it", metadata: ["error": "\(error)"])
+            return
         }
         guard let result else { return }
         guard let row = result else {
@@ -881,8 +896,26 @@ final class Completer: @unchecked Sendable {
         return batch
     }
 
-    func resolve(_ batch: [Pending], completed: Set<UUID>) {
-        for item in batch { item.continuation.resume(returning: completed.contains(item.id)) }
+    /// Answers each completion of `batch`: completed, or stale; those in `busy` (rows held
+    /// locked by another statement at that instant) go back to the front of the queue for the
+    /// next statement. Returns whether any went back.
+    @discardableResult
+    func resolve(_ batch: [Pending], completed: Set<UUID>, busy: Set<UUID> = []) -> Bool {
+        var again: [Pending] = []
+        for item in batch {
+            if completed.contains(item.id) {
+                item.continuation.resume(returning: true)
+            } else if busy.contains(item.id) {
+                again.append(item)
+            } else {
+                item.continuation.resume(returning: false)
+            }
+        }
+        guard !again.isEmpty else { return false }
+        lock.lock()
+        pending.insert(contentsOf: again, at: 0)
+        lock.unlock()
+        return true
     }
 
     func fail(_ batch: [Pending], _ error: any Error) {

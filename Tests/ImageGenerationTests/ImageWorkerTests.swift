@@ -36,7 +36,7 @@ struct ImageWorkerTests {
             _ = await task.result
             #expect(done)
             let job = try await queue.job(id)
-            #expect(job.retryCount == 1)
+            #expect(job.retryCount == 1, "\(job.errors.map(\.message))")
             #expect(job.errors.first?.message == "automatic1111: HTTP 429")
             let info = try #require(try await JobResults.info(id, pool: schema.pool))
             #expect(info.width == 64 && info.height == 64 && info.backend == "automatic1111")

@@ -149,6 +149,42 @@ struct EngineTests {
         }
     }
 
+    @Test("a completion skips a row another statement holds locked instead of waiting, and writes it next time")
+    func ownerWritesNeverWait() async throws {
+        try await TestDatabase.withMigratedSchema { schema, queue in
+            for _ in 0..<2 { _ = try await queue.submit(Factory.spec()) }
+            let jobs = try await claim(schema.pool, limit: 2)
+            try #require(jobs.count == 2)
+            let (held, free) = (jobs[0], jobs[1])
+            // Without SKIP LOCKED these would wait for the holder; the lock timeout makes a
+            // wait an error (55P03) instead of a hang.
+            func ownerWrite(_ query: PGQuery) async throws -> PGRows {
+                try await schema.pool.withConnection { conn in
+                    try await conn.query("SET lock_timeout = '3s'")
+                    defer { Task { _ = try? await conn.query("RESET lock_timeout") } }
+                    return try await conn.query(query)
+                }
+            }
+            try await schema.pool.withConnection { holder in
+                try await holder.query("BEGIN")
+                try await holder.query("SELECT id FROM jobs WHERE id = \(held.id) FOR UPDATE")
+                let rows = try await ownerWrite(
+                    JobSQL.completeAndClaim(ids: [held.id, free.id, held.id], attempts: [held.attempt, free.attempt, held.attempt + 7],
+                                            workerID: "w1", kinds: ["test.script"], limit: 0))
+                #expect(try rows[0].decode("completed_ids", as: [UUID].self) == [free.id])
+                #expect(try rows[0].decode("busy_ids", as: [UUID].self) == [held.id])
+                try await holder.query("COMMIT")
+            }
+            #expect(try await queue.job(held.id).status == .running)
+            #expect(try await queue.job(free.id).status == .completed)
+            // Once the lock is gone, the same completion goes through.
+            let again = try await schema.pool.query(
+                JobSQL.completeAndClaim(ids: [held.id], attempts: [held.attempt], workerID: "w1", kinds: ["test.script"], limit: 0))
+            #expect(try again[0].decode("completed_ids", as: [UUID].self) == [held.id])
+            #expect(try again[0].decode("busy_ids", as: [UUID].self).isEmpty)
+        }
+    }
+
     @Test("a job that kills its worker on every attempt ends in error after its retries")
     func poisonJob() async throws {
         try await TestDatabase.withMigratedSchema { schema, queue in

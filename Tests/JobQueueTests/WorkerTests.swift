@@ -57,7 +57,7 @@ struct WorkerTests {
             let job = try await queue.job(flaky)
             #expect(job.retryCount == 2)
             #expect(job.errors.count == 2)
-            #expect(worker.counters.retried == 2)
+            #expect(worker.counters.retried == 2, "\(job.errors.map(\.message))")
         }
     }
 

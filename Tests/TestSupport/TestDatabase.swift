@@ -81,8 +81,16 @@ public struct TestSchema: Sendable {
 
 /// Loggers for tests.
 public enum TestLog {
-    /// Discards everything.
-    public static let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+    /// Discards everything, unless `IMAGEJOBS_TEST_LOG` names a level (then prints from that
+    /// level up to stderr, to diagnose a failing test).
+    public static let quiet: Logger = {
+        guard let name = ProcessInfo.processInfo.environment["IMAGEJOBS_TEST_LOG"], let level = Logger.Level(rawValue: name) else {
+            return Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+        }
+        var logger = Logger(label: "test", factory: { StreamLogHandler.standardError(label: $0) })
+        logger.logLevel = level
+        return logger
+    }()
 
     /// A logger that records every line, with its metadata, for assertions.
     public static func capturing(level: Logger.Level = .trace) -> (Logger, LogCapture) {
