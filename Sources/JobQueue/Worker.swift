@@ -463,14 +463,14 @@ public final class Worker: Service, Sendable {
                         .named("JobSQL.heartbeat"))
                 lastAck = sent
                 let owned = Set(try rows.map { try $0.decode("id", as: UUID.self) })
-                for (id, _) in running where !owned.contains(id) {
-                    state.interrupt(id, reason: .leaseLost)
+                for (id, attempt) in running where !owned.contains(id) {
+                    state.interrupt(id, attempt: attempt, reason: .leaseLost)
                 }
             } catch {
                 logger.warning("heartbeat failed", metadata: ["error": "\(error)"])
                 if ContinuousClock.now - lastAck >= fence {
                     // Give the jobs up before the sweep can rescue them elsewhere.
-                    for (id, _) in state.runningAttempts() { state.interrupt(id, reason: .leaseLost) }
+                    for (id, attempt) in state.runningAttempts() { state.interrupt(id, attempt: attempt, reason: .leaseLost) }
                 }
             }
         }
@@ -762,11 +762,14 @@ final class WorkerState: @unchecked Sendable {
         return running.map { ($0.key, $0.value.attempt) }
     }
 
-    func interrupt(_ id: UUID, reason: Worker.Interruption) {
+    /// Interrupts the running attempt of job `id`; with `attempt`, only that attempt (an answer
+    /// about an earlier attempt must not stop the retry this worker may already be running).
+    func interrupt(_ id: UUID, attempt: Int? = nil, reason: Worker.Interruption) {
         lock.lock()
-        let execution = running[id]?.execution
+        let entry = running[id]
         lock.unlock()
-        execution?.finish(.interrupted(reason))
+        guard let entry, attempt == nil || entry.attempt == attempt else { return }
+        entry.execution.finish(.interrupted(reason))
     }
 
     /// Wakes the claim loop (a slot freed, a NOTIFY arrived); wake-ups coalesce.

@@ -130,3 +130,30 @@ func ignoringCancellation(milliseconds: Int) async {
         t.start()
     }
 }
+
+@Suite("worker state")
+struct WorkerStateTests {
+    @Test("a lease-lost answer about an earlier attempt leaves the job's current attempt running")
+    func interruptNamesTheAttempt() async {
+        let state = WorkerState(metrics: WorkerMetrics(kinds: ["test.script"]), concurrency: 2)
+        let id = UUID()
+        let retry = Execution()
+        // The worker already runs attempt 2 (its own retry of the job) when a heartbeat sent
+        // for attempt 1 comes back without it.
+        state.add(id, attempt: 2, execution: retry, deadline: .now + .seconds(60))
+        state.interrupt(id, attempt: 1, reason: .leaseLost)
+        retry.finish(.timedOut)
+        guard case .timedOut = await retry.outcome() else {
+            Issue.record("attempt 2 was interrupted by an answer about attempt 1")
+            return
+        }
+        let current = Execution()
+        state.add(id, attempt: 3, execution: current, deadline: .now + .seconds(60))
+        state.interrupt(id, attempt: 3, reason: .leaseLost)
+        current.finish(.timedOut)
+        guard case .interrupted(.leaseLost) = await current.outcome() else {
+            Issue.record("the current attempt was not interrupted")
+            return
+        }
+    }
+}
