@@ -184,6 +184,7 @@ public final class Worker: Service, Sendable {
         let kinds = handlers.keys.sorted()
         var failures = 0
         var busyCompletions = false
+        var busyRounds = 0
         // Completions ride along with claims: one statement completes the attempts whose
         // handlers finished and claims as many new jobs as that frees, so a busy worker spends
         // one round trip and one transaction per cycle, not two.
@@ -235,11 +236,14 @@ public final class Worker: Service, Sendable {
             if claimedAll { continue }  // more may be waiting; go again at once
             if busyCompletions {
                 // Completions whose rows another statement held locked went back to the
-                // completer; that lock lasts one statement, so try again in a moment.
+                // completer; a claimer's lock lasts one statement, so try again in a moment,
+                // backing off (up to the poll interval) if something holds the row longer.
                 busyCompletions = false
-                try? await Task.sleep(for: .milliseconds(2))
+                busyRounds += 1
+                try? await Task.sleep(for: min(.milliseconds(2) * (1 << min(busyRounds - 1, 10)), configuration.pollInterval))
                 continue
             }
+            busyRounds = 0
             await state.waitForWake(timeout: configuration.pollInterval)
         }
     }
