@@ -469,8 +469,15 @@ enum JobSQL {
 
     /// Takes the fleet-wide sweep lock for the rest of the transaction, if no other process
     /// holds it: one process at a time sweeps and folds counts.
+    /// The sweep's transaction also ends itself after 2 s idle: a sweeper frozen mid-transaction
+    /// (SIGSTOP, a stalled host) would otherwise keep the fleet-wide lock, and with it every
+    /// rescue, until its 60 s role timeout; the server ends its session and the next sweeper
+    /// takes over.
     static func trySweepLock() -> PGQuery {
-        "SELECT pg_try_advisory_xact_lock(hashtext('imagejobs.sweep'), hashtext(current_schema())) AS ok"
+        """
+        SELECT pg_try_advisory_xact_lock(hashtext('imagejobs.sweep'), hashtext(current_schema())) AS ok,
+               set_config('idle_in_transaction_session_timeout', '2000', true) AS idle_timeout
+        """
     }
 
     /// Pending and running jobs per priority, for the queue-depth metric (served by the
