@@ -136,7 +136,7 @@ public final class JobQueue: Sendable {
         do {
             guard spec.idempotencyKey != nil else {
                 let rows = try await connection.query(
-                    JobSQL.insertJob(spec, id: id, params: params, channel: channel, notify: notify).named("JobSQL.insertJobWithoutKey"))
+                    JobSQL.insertJobWithoutKey(spec, id: id, params: params, channel: channel, notify: notify).named("JobSQL.insertJobWithoutKey"))
                 guard let first = rows.first else { throw JobQueueError(.database, "the insert returned no row") }
                 return (try newJob(spec, id: id, row: first), true)
             }

@@ -121,7 +121,7 @@ enum JobSQL {
     /// parse, no lookup branch). The statement writes the job's queue-position delta itself and
     /// marks itself counted, so the count trigger skips it (migration 0010); the wake-up rides
     /// on the returned row. Returns the new job's timestamps only (the caller knows the rest).
-    static func insertJob(_ spec: JobSpec, id: UUID, params: [UInt8], channel: String, notify: Bool) -> PGQuery {
+    static func insertJobWithoutKey(_ spec: JobSpec, id: UUID, params: [UInt8], channel: String, notify: Bool) -> PGQuery {
         """
         WITH ins AS (
             INSERT INTO jobs (conversation_id, id, kind, params, priority, max_retries, timeout,

@@ -183,7 +183,6 @@ public final class Worker: Service, Sendable {
     private func claimLoop() async {
         let kinds = handlers.keys.sorted()
         var failures = 0
-        var busyCompletions = false
         var busyRounds = 0
         // Completions ride along with claims: one statement completes the attempts whose
         // handlers finished and claims as many new jobs as that frees, so a busy worker spends
@@ -198,6 +197,7 @@ public final class Worker: Service, Sendable {
             let free = max(0, configuration.concurrency - state.runningCount + completions.count)
             var claimedAll = false
             var resolved = completions.isEmpty
+            var busy = false
             if free > 0 || !completions.isEmpty {
                 do {
                     let rows = try await pool.query(
@@ -209,8 +209,7 @@ public final class Worker: Service, Sendable {
                     var claimed = 0
                     if !completions.isEmpty {
                         let done: [UUID] = try rows.first?.decode("completed_ids") ?? []
-                        let busy: [UUID] = try rows.first?.decode("busy_ids") ?? []
-                        busyCompletions = completer.resolve(completions, completed: Set(done), busy: Set(busy))
+                        busy = completer.resolve(completions, completed: Set(done), busy: Set(try rows.first?.decode("busy_ids") ?? []))
                         resolved = true
                     }
                     for row in rows where !row.isNull("id") {
@@ -234,11 +233,10 @@ public final class Worker: Service, Sendable {
                 }
             }
             if claimedAll { continue }  // more may be waiting; go again at once
-            if busyCompletions {
+            if busy {
                 // Completions whose rows another statement held locked went back to the
                 // completer; a claimer's lock lasts one statement, so try again in a moment,
                 // backing off (up to the poll interval) if something holds the row longer.
-                busyCompletions = false
                 busyRounds += 1
                 try? await Task.sleep(for: min(.milliseconds(2) * (1 << min(busyRounds - 1, 10)), configuration.pollInterval))
                 continue
