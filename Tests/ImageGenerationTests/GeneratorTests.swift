@@ -78,13 +78,14 @@ struct GeneratorTests {
         #expect(ContinuousClock.now - start < .seconds(4))
     }
 
-    @Test("openai: b64_json answers, the key sent as a bearer token and never in errors, 5xx retryable")
+    @Test("openai: success, 5xx and 429 retryable, 400 permanent, malformed body, slow server; the key sent as a bearer token and never in errors")
     func openAI() async throws {
         let png = try samplePNG()
         let key = "sk-canary-\(UUID().uuidString.prefix(8))"
-        let server = try TestHTTPServer([.json(503, #"{"error":{"message":"overloaded"}}"#),
-                                         .json(200, #"{"data":[{"b64_json":"\#(Data(png).base64EncodedString())"}]}"#),
-                                         .json(400, #"{"error":{"message":"Your request was rejected by the safety system"}}"#)])
+        let ok = TestHTTPServer.Response.json(200, #"{"data":[{"b64_json":"\#(Data(png).base64EncodedString())"}]}"#)
+        let server = try TestHTTPServer([.json(503, #"{"error":{"message":"overloaded"}}"#), ok,
+                                         .json(400, #"{"error":{"message":"Your request was rejected by the safety system"}}"#),
+                                         .json(429, #"{"error":{"message":"Rate limit reached"}}"#), ok])
         defer { server.stop() }
         let g = OpenAIGenerator(baseURL: server.url, apiKey: key)
         let p = ImageJobParameters(prompt: "a fox", width: 64, height: 48, model: "dall-e-3")
@@ -98,7 +99,27 @@ struct GeneratorTests {
         #expect(sent["response_format"] == .string("b64_json") && sent["size"] == .string("64x48") && sent["model"] == .string("dall-e-3"))
         let e3 = await #expect(throws: ImageGenerationError.self) { try await g.generate(request(p)) }
         #expect(e3 == .permanent("openai: HTTP 400: Your request was rejected by the safety system"))
-        for e in [e1, e3] { #expect(!(e?.description.contains(key) ?? true)) }
+        let e4 = await #expect(throws: ImageGenerationError.self) { try await g.generate(request(p)) }
+        #expect(e4 == .retryable("openai: HTTP 429: Rate limit reached"))
+        #expect(try await g.generate(request(p)).png == png)
+        for e in [e1, e3, e4] { #expect(!(e?.description.contains(key) ?? true)) }
+
+        let malformed = try TestHTTPServer([.json(200, #"{"data":[{"b64_json":"not base64 !!"}]}"#),
+                                            .json(200, #"{"data":[]}"#), .json(200, "<html>")])
+        defer { malformed.stop() }
+        let m = OpenAIGenerator(baseURL: malformed.url, apiKey: key)
+        // Garbage where the base64 PNG should be, no image at all, and no JSON: each a permanent error saying which.
+        for expected in ["openai: the image is not", "openai: the answer has no \"data\" array", "openai: the answer is not JSON"] {
+            let e = await #expect(throws: ImageGenerationError.self) { try await m.generate(request(p)) }
+            if case .permanent(let message)? = e { #expect(message.hasPrefix(expected), "\(message)") } else { Issue.record("expected permanent, got \(String(describing: e))") }
+        }
+
+        let slow = try TestHTTPServer([.json(200, "{}", delay: 5)])
+        defer { slow.stop() }
+        let start = ContinuousClock.now
+        let timedOut = await #expect(throws: ImageGenerationError.self) { try await OpenAIGenerator(baseURL: slow.url, apiKey: key).generate(request(p, remaining: 1)) }
+        #expect(timedOut?.description.contains("within 1 s") == true)
+        #expect(ContinuousClock.now - start < .seconds(4))
     }
 
     @Test("a refused connection is retryable")
