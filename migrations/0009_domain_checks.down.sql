@@ -2,23 +2,37 @@
 --
 -- What it does: puts the columns of `jobs` back on their base types with the table CHECK
 -- constraints of migration 0001 (same names, same rules), recreating the views of this
--- schema around the change as the up migration does, and drops the domains.
+-- schema that read `jobs` around the change as the up migration does, and drops the domains.
 -- Caveats: the same ACCESS EXCLUSIVE lock and full check of `jobs` as the up migration.
 
 CREATE TEMP TABLE migration_0009_views ON COMMIT DROP AS
-SELECT c.oid, c.relname, pg_get_viewdef(c.oid) AS definition, c.reloptions,
+WITH RECURSIVE readers(oid, depth) AS (
+    SELECT r.ev_class, 1
+    FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+    WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+      AND d.refobjid = 'jobs'::regclass AND r.ev_class <> 'jobs'::regclass
+    UNION
+    SELECT r.ev_class, readers.depth + 1
+    FROM readers
+    JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = readers.oid
+                    AND d.classid = 'pg_rewrite'::regclass
+    JOIN pg_rewrite r ON r.oid = d.objid
+    WHERE r.ev_class <> readers.oid
+)
+SELECT c.oid, c.relname, v.depth, pg_get_viewdef(c.oid) AS definition, c.reloptions,
        obj_description(c.oid, 'pg_class') AS comment,
        ARRAY(SELECT format('GRANT %s ON %I TO %s', a.privilege_type, c.relname,
                            CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(a.grantee::regrole::text) END)
              FROM aclexplode(c.relacl) a WHERE a.grantee <> c.relowner) AS grants
-FROM pg_class c
+FROM (SELECT oid, max(depth) AS depth FROM readers GROUP BY oid) v
+JOIN pg_class c ON c.oid = v.oid
 WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'v';
 
 DO $$
 DECLARE v record;
 BEGIN
-    FOR v IN SELECT relname FROM migration_0009_views ORDER BY oid DESC LOOP
-        EXECUTE format('DROP VIEW IF EXISTS %I CASCADE', v.relname);
+    FOR v IN SELECT relname FROM migration_0009_views ORDER BY depth DESC LOOP
+        EXECUTE format('DROP VIEW %I', v.relname);
     END LOOP;
 END
 $$;
@@ -60,7 +74,7 @@ ALTER TABLE jobs
 DO $$
 DECLARE v record; g text;
 BEGIN
-    FOR v IN SELECT * FROM migration_0009_views ORDER BY oid LOOP
+    FOR v IN SELECT * FROM migration_0009_views ORDER BY depth LOOP
         EXECUTE format('CREATE VIEW %I%s AS %s', v.relname,
                        CASE WHEN v.reloptions IS NULL THEN '' ELSE format(' WITH (%s)', array_to_string(v.reloptions, ', ')) END,
                        v.definition);

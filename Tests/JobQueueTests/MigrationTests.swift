@@ -42,6 +42,43 @@ struct MigrationTests {
         }
     }
 
+    @Test("changing the columns' types (0009) recreates the views that read jobs, with comments and grants, and leaves other views alone")
+    func domainMigrationKeepsViews() async throws {
+        try await TestDatabase.withSchema { schema in
+            let migrator = Migrator(pool: schema.pool, logger: TestLog.quiet)
+            _ = try await migrator.up(to: 8)
+            // An operator's view over jobs, one over a report view, and one that reads neither
+            // (like an extension's view in this schema, which the migration may not drop).
+            for statement: PGQuery in [
+                "CREATE VIEW ops_pending AS SELECT id, kind, priority FROM jobs WHERE status = 'pending'",
+                "COMMENT ON VIEW ops_pending IS 'pending jobs for the ops board'",
+                "GRANT SELECT ON ops_pending TO imagejobs_reporter",
+                "CREATE VIEW ops_depth AS SELECT * FROM report_queue_depth",
+                "CREATE VIEW ops_clock AS SELECT now() AS at",
+            ] { _ = try await schema.pool.query(statement) }
+            let relations: PGQuery = "SELECT string_agg(relname || ':' || oid, ',' ORDER BY relname) FROM pg_class WHERE relnamespace = current_schema()::regnamespace AND relname = 'ops_clock'"
+            let before: String? = try await schema.pool.scalar(relations)
+            let views: PGQuery = "SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class WHERE relnamespace = current_schema()::regnamespace AND relkind = 'v'"
+            let viewsBefore: String? = try await schema.pool.scalar(views)
+            #expect(viewsBefore?.contains("report_queue_depth,report_retries") == true && viewsBefore?.contains("ops_depth") == true)
+            for step in ["up", "down", "up"] {
+                if step == "up" { _ = try await migrator.up() } else { _ = try await migrator.down(to: 8) }
+                #expect(try await schema.pool.int("SELECT count(*) FROM ops_pending") == 0, "\(step)")
+                #expect(try await schema.pool.int("SELECT count(*) FROM ops_depth") >= 0, "\(step)")
+                #expect(try await schema.pool.int("""
+                    SELECT count(*) FROM pg_class WHERE relnamespace = current_schema()::regnamespace
+                    AND relname = 'ops_pending' AND obj_description(oid, 'pg_class') = 'pending jobs for the ops board'
+                    AND has_table_privilege('imagejobs_reporter', oid, 'SELECT')
+                    """) == 1, "\(step): the view keeps its comment and grant")
+                let names: String? = try await schema.pool.scalar(views)
+                #expect(names == viewsBefore, "\(step): every view is back")
+                let after: String? = try await schema.pool.scalar(relations)
+                #expect(after == before, "\(step): a view that does not read jobs is never dropped")
+            }
+            #expect(try await schema.pool.int("SELECT count(*) FROM pg_attribute WHERE attrelid = 'jobs'::regclass AND attname = 'kind' AND atttypid = 'job_kind'::regtype") == 1)
+        }
+    }
+
     @Test("an applied migration whose file changed is refused, naming the file")
     func checksumChanged() async throws {
         try await TestDatabase.withSchema { schema in

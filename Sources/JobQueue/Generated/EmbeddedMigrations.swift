@@ -802,14 +802,17 @@ extension Migration {
             -- `jobs_finished_iff_final` uses the enum order (completed, error and cancelled are the
             -- labels after running) and `jobs_running_is_claimed` counts its non-null columns.
             --
-            -- A column's type cannot change under a view, so the views of this schema (the report views
-            -- and any an operator added) are dropped and recreated from their own definitions, with
-            -- their options, comments and grants.
+            -- A column's type cannot change under a view, so the views of this schema that read `jobs`
+            -- (the report views and any an operator added over them or over `jobs`) are dropped and
+            -- recreated from their own definitions, with their options, comments and grants. Other
+            -- views, such as an extension's (`pg_stat_statements` installed in this schema), are left
+            -- alone.
             --
             -- Caveats: `ALTER COLUMN ... TYPE` holds an ACCESS EXCLUSIVE lock on `jobs` while it checks
             -- every row against the domains (no rewrite: each domain has its column's type); about a
             -- second per million jobs. Submits and claims wait that long. Views in other schemas that
-            -- read `jobs` make the migration fail with PostgreSQL's error naming them; drop them first.
+            -- read `jobs` or these views, and materialized views, make the migration fail (nothing
+            -- changed) with PostgreSQL's error naming them; drop them first and recreate them after.
             -- Errors for a bad value now name the domain's constraint (for example `job_kind_check`)
             -- instead of the column's; the SQLSTATE (23514) is the same.
 
@@ -825,21 +828,36 @@ extension Migration {
             CREATE DOMAIN job_errors AS jsonb CHECK (jsonb_typeof(VALUE) = 'array');
             CREATE DOMAIN job_idempotency_key AS text CHECK (length(VALUE) BETWEEN 1 AND 200);
 
-            -- The views of this schema, to recreate after the column types change.
+            -- The views of this schema that read `jobs`, directly or through each other, with how deep
+            -- each sits (drop deepest first, recreate shallowest first), to recreate after the change.
             CREATE TEMP TABLE migration_0009_views ON COMMIT DROP AS
-            SELECT c.oid, c.relname, pg_get_viewdef(c.oid) AS definition, c.reloptions,
+            WITH RECURSIVE readers(oid, depth) AS (
+                SELECT r.ev_class, 1
+                FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+                WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+                  AND d.refobjid = 'jobs'::regclass AND r.ev_class <> 'jobs'::regclass
+                UNION
+                SELECT r.ev_class, readers.depth + 1
+                FROM readers
+                JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = readers.oid
+                                AND d.classid = 'pg_rewrite'::regclass
+                JOIN pg_rewrite r ON r.oid = d.objid
+                WHERE r.ev_class <> readers.oid
+            )
+            SELECT c.oid, c.relname, v.depth, pg_get_viewdef(c.oid) AS definition, c.reloptions,
                    obj_description(c.oid, 'pg_class') AS comment,
                    ARRAY(SELECT format('GRANT %s ON %I TO %s', a.privilege_type, c.relname,
                                        CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(a.grantee::regrole::text) END)
                          FROM aclexplode(c.relacl) a WHERE a.grantee <> c.relowner) AS grants
-            FROM pg_class c
+            FROM (SELECT oid, max(depth) AS depth FROM readers GROUP BY oid) v
+            JOIN pg_class c ON c.oid = v.oid
             WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'v';
 
             DO $$
             DECLARE v record;
             BEGIN
-                FOR v IN SELECT relname FROM migration_0009_views ORDER BY oid DESC LOOP
-                    EXECUTE format('DROP VIEW IF EXISTS %I CASCADE', v.relname);
+                FOR v IN SELECT relname FROM migration_0009_views ORDER BY depth DESC LOOP
+                    EXECUTE format('DROP VIEW %I', v.relname);
                 END LOOP;
             END
             $$;
@@ -878,7 +896,7 @@ extension Migration {
             DO $$
             DECLARE v record; g text;
             BEGIN
-                FOR v IN SELECT * FROM migration_0009_views ORDER BY oid LOOP
+                FOR v IN SELECT * FROM migration_0009_views ORDER BY depth LOOP
                     EXECUTE format('CREATE VIEW %I%s AS %s', v.relname,
                                    CASE WHEN v.reloptions IS NULL THEN '' ELSE format(' WITH (%s)', array_to_string(v.reloptions, ', ')) END,
                                    v.definition);
@@ -898,23 +916,37 @@ extension Migration {
             --
             -- What it does: puts the columns of `jobs` back on their base types with the table CHECK
             -- constraints of migration 0001 (same names, same rules), recreating the views of this
-            -- schema around the change as the up migration does, and drops the domains.
+            -- schema that read `jobs` around the change as the up migration does, and drops the domains.
             -- Caveats: the same ACCESS EXCLUSIVE lock and full check of `jobs` as the up migration.
 
             CREATE TEMP TABLE migration_0009_views ON COMMIT DROP AS
-            SELECT c.oid, c.relname, pg_get_viewdef(c.oid) AS definition, c.reloptions,
+            WITH RECURSIVE readers(oid, depth) AS (
+                SELECT r.ev_class, 1
+                FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+                WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+                  AND d.refobjid = 'jobs'::regclass AND r.ev_class <> 'jobs'::regclass
+                UNION
+                SELECT r.ev_class, readers.depth + 1
+                FROM readers
+                JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = readers.oid
+                                AND d.classid = 'pg_rewrite'::regclass
+                JOIN pg_rewrite r ON r.oid = d.objid
+                WHERE r.ev_class <> readers.oid
+            )
+            SELECT c.oid, c.relname, v.depth, pg_get_viewdef(c.oid) AS definition, c.reloptions,
                    obj_description(c.oid, 'pg_class') AS comment,
                    ARRAY(SELECT format('GRANT %s ON %I TO %s', a.privilege_type, c.relname,
                                        CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(a.grantee::regrole::text) END)
                          FROM aclexplode(c.relacl) a WHERE a.grantee <> c.relowner) AS grants
-            FROM pg_class c
+            FROM (SELECT oid, max(depth) AS depth FROM readers GROUP BY oid) v
+            JOIN pg_class c ON c.oid = v.oid
             WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'v';
 
             DO $$
             DECLARE v record;
             BEGIN
-                FOR v IN SELECT relname FROM migration_0009_views ORDER BY oid DESC LOOP
-                    EXECUTE format('DROP VIEW IF EXISTS %I CASCADE', v.relname);
+                FOR v IN SELECT relname FROM migration_0009_views ORDER BY depth DESC LOOP
+                    EXECUTE format('DROP VIEW %I', v.relname);
                 END LOOP;
             END
             $$;
@@ -956,7 +988,7 @@ extension Migration {
             DO $$
             DECLARE v record; g text;
             BEGIN
-                FOR v IN SELECT * FROM migration_0009_views ORDER BY oid LOOP
+                FOR v IN SELECT * FROM migration_0009_views ORDER BY depth LOOP
                     EXECUTE format('CREATE VIEW %I%s AS %s', v.relname,
                                    CASE WHEN v.reloptions IS NULL THEN '' ELSE format(' WITH (%s)', array_to_string(v.reloptions, ', ')) END,
                                    v.definition);
