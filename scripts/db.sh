@@ -33,7 +33,8 @@ pg_bindir() {
 }
 
 as_owner() {
-    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+    # From /, which postgres can enter: a clone under /root or a private temp folder is not.
+    if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 port_free() {

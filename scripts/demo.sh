@@ -74,3 +74,9 @@ echo "$completed jobs completed; $pngs PNG files written to $out/"
 for job in $("$bin" list --conversation "$conversation" --status error --json | python3 -c 'import json,sys; [print(j["id"]) for j in json.load(sys.stdin)]'); do
     "$bin" status "$job" | grep -E '^(id|status|error_message) '
 done
+# The demo is also a check (`make test` runs it): 16 of its 17 jobs complete, one PNG each, and
+# the timed-out one ends in error.
+if [ "$completed" != 16 ] || [ "$pngs" != "$completed" ]; then
+    echo "demo: expected 16 completed jobs and 16 PNG files, got $completed and $pngs" >&2
+    exit 1
+fi

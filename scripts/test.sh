@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make test`: build, start a throwaway cluster unless DATABASE_URL is set, run every test,
-# and stop the cluster even when the tests fail.
+# `make test`: build, start a throwaway cluster unless DATABASE_URL is set, run every test, the
+# fault drills and `make demo`, and stop the cluster even when the tests fail.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,3 +35,6 @@ swift test
 echo "== fault drills (imagejobs-chaos)"
 "$(swift build --show-bin-path)/imagejobs-chaos" --bin "$IMAGEJOBS_BIN" --pg-ctl "scripts/db.sh ctl" \
     --jobs "${CHAOS_JOBS:-5000}" --workers 4 --seed "${CHAOS_SEED:-$(date +%s)}"
+# The main job, end to end, in the database's default schema as a user runs it.
+echo "== make demo"
+scripts/demo.sh
