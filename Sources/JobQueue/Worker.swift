@@ -195,15 +195,18 @@ public final class Worker: Service, Sendable {
             // (Attempts just claimed may still be counted with the ones they replace, so this
             // can be 0 while completions wait: they are written all the same.)
             let free = max(0, configuration.concurrency - state.runningCount + completions.count)
+            // At most `maxClaim` per statement (the rest at once in the next): each limit is a
+            // prepared statement of its own on the server (see `completeAndClaim`).
+            let limit = min(free, JobSQL.maxClaim)
             var claimedAll = false
             var resolved = completions.isEmpty
             var busy = false
-            if free > 0 || !completions.isEmpty {
+            if limit > 0 || !completions.isEmpty {
                 do {
                     let rows = try await pool.query(
                         JobSQL.completeAndClaim(
                             ids: completions.map(\.id), attempts: completions.map(\.attempt),
-                            workerID: configuration.id, kinds: kinds, limit: free
+                            workerID: configuration.id, kinds: kinds, limit: limit
                         ).named("JobSQL.completeAndClaim"))
                     failures = 0
                     var claimed = 0
@@ -218,7 +221,7 @@ public final class Worker: Service, Sendable {
                         start(ClaimedJob(job: job, remainingSeconds: remaining))
                         claimed += 1
                     }
-                    claimedAll = free > 0 && claimed == free
+                    claimedAll = limit > 0 && claimed == limit
                 } catch {
                     if !resolved { completer.fail(completions, error) }
                     // Cancelled mid-statement (the worker is stopping): not a claim failure.

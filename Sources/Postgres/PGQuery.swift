@@ -97,6 +97,14 @@ public struct PGQuery: Sendable, ExpressibleByStringInterpolation, CustomStringC
             sql += PGQuery.quoteIdentifier(identifier)
         }
 
+        /// Writes an integer into the SQL text instead of binding it, for a value the planner
+        /// must see to pick a good plan that it can reuse (a `LIMIT`: bound, PostgreSQL plans
+        /// for a tenth of the table and re-plans every execution). An integer cannot carry SQL.
+        /// Each distinct value is its own prepared statement, so use it for small ranges.
+        public mutating func appendInterpolation(literal value: Int) {
+            sql += String(value)
+        }
+
         /// Inserts SQL text as it is. The name says it: never pass user input.
         public mutating func appendInterpolation(unsafeSQL text: String) {
             sql += text

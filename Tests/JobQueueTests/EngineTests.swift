@@ -250,6 +250,30 @@ struct EngineTests {
         }
     }
 
+    @Test("a claim's plan is made once per limit and reused, not made again for every claim")
+    func claimPlanIsReused() async throws {
+        try await TestDatabase.withMigratedSchema { schema, queue in
+            let conversation = UUID()
+            _ = try await queue.submitBatch((0..<100).map { _ in Factory.spec(conversation: conversation) }, conversationID: conversation)
+            let pool = schema.makePool(maxConnections: 1)
+            for _ in 0..<20 { #expect(try await claim(pool, limit: 3).count == 3) }
+            for _ in 0..<10 { #expect(try await claim(pool, limit: 2).count == 2) }
+            // PostgreSQL plans a prepared statement afresh for its first five runs, then keeps a
+            // generic plan if it is no worse; a bound LIMIT never is (planned for a tenth of the
+            // table), so every claim was planned again.
+            let rows = try await pool.query("""
+                SELECT generic_plans, custom_plans FROM pg_prepared_statements
+                WHERE statement LIKE '%picked AS MATERIALIZED%' AND statement NOT LIKE '%pg_prepared_statements%'
+                ORDER BY generic_plans DESC
+                """)
+            let plans = try rows.map { (generic: try $0.decode("generic_plans", as: Int.self), custom: try $0.decode("custom_plans", as: Int.self)) }
+            #expect(plans.count == 2, "one statement per limit")
+            #expect(plans.first.map { $0.generic >= 15 && $0.custom <= 5 } == true, "\(plans)")
+            #expect(plans.last.map { $0.generic >= 5 && $0.custom <= 5 } == true, "\(plans)")
+            await pool.close()
+        }
+    }
+
     @Test("idempotent submit returns the same job")
     func idempotentSubmit() async throws {
         try await TestDatabase.withMigratedSchema { schema, queue in
