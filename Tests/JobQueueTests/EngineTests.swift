@@ -395,6 +395,26 @@ struct EngineTests {
         }
     }
 
+    @Test("the kind rule without a regular expression accepts exactly what the regular expression does")
+    func kindRuleMatchesRegex() async throws {
+        try await TestDatabase.withMigratedSchema { schema, _ in
+            let values = ["", "a", "z", "A", "image.generate", "image_generate-v2.1", "9abc", "_a", ".a", "-a", "a b", "a\n",
+                          "a$", "a*", "a/b", "é", "aé", "ａ", String(repeating: "a", count: 64), String(repeating: "a", count: 65),
+                          "a" + String(repeating: "9", count: 63), "a" + String(repeating: "9", count: 64)]
+            for value in values {
+                let regex: Bool = try await schema.pool.scalar("SELECT \(value) ~ '^[a-z][a-z0-9_.-]{0,63}$'")
+                var accepted = true
+                do {
+                    _ = try await schema.pool.query("SELECT \(value)::job_kind")
+                } catch let error as PGError where error.sqlState == .checkViolation {
+                    accepted = false
+                    #expect(error.constraint == "job_kind_check")
+                }
+                #expect(accepted == regex, "kind \(value.debugDescription): the domain says \(accepted), the regular expression \(regex)")
+            }
+        }
+    }
+
     @Test("the schema refuses impossible rows written by hand, naming the rule")
     func schemaRefusesImpossibleRows() async throws {
         try await TestDatabase.withMigratedSchema { schema, queue in
