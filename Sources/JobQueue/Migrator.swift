@@ -22,6 +22,21 @@ public struct Migration: Sendable, Equatable {
     /// SHA-256 of the up file, recorded when applied; a changed file is refused.
     public var checksum: String { SHA256.hex(Array(up.utf8)) }
 
+    /// Checksums of earlier texts of migrations corrected after they shipped, where the
+    /// correction changes how the migration reaches its schema and not the schema itself, so a
+    /// database that applied the earlier text is up to date. Version 9's first text dropped
+    /// and recreated every view of the schema, and failed where an extension owns one
+    /// (`pg_stat_statements` installed in `public`); the corrected text touches only the views
+    /// that read `jobs`, which the first text recreated the same way.
+    static let supersededChecksums: [Int: Set<String>] = [
+        9: ["a7ce562197603204eb763919ae182ed6b0f819d3cbdfa5db9970daf6e2ed9091"],
+    ]
+
+    /// Whether a checksum recorded for this version is this file's, or a superseded text's.
+    public func matches(recordedChecksum: String) -> Bool {
+        recordedChecksum == checksum || Self.supersededChecksums[version]?.contains(recordedChecksum) == true
+    }
+
     /// Whether the file opts out of a transaction (first line `-- migrate:no-transaction`), for
     /// statements such as `CREATE INDEX CONCURRENTLY`.
     public static func runsInTransaction(_ sql: String) -> Bool {
@@ -169,7 +184,7 @@ public struct Migrator: Sendable {
             var lines = migrations.map { m in
                 MigrationStatus(
                     version: m.version, name: m.name, applied: applied[m.version] != nil,
-                    appliedAt: applied[m.version]?.at, changed: applied[m.version].map { $0.checksum != m.checksum } ?? false)
+                    appliedAt: applied[m.version]?.at, changed: applied[m.version].map { !m.matches(recordedChecksum: $0.checksum) } ?? false)
             }
             for (version, record) in applied where !migrations.contains(where: { $0.version == version }) {
                 lines.append(MigrationStatus(version: version, name: record.name, applied: true, appliedAt: record.at, changed: false))
@@ -187,7 +202,7 @@ public struct Migrator: Sendable {
                     .unknownVersion,
                     message: "the database has migration \(version) (\(record.name)) applied, which this build does not know; run a newer imagejobs")
             }
-            if migration.checksum != record.checksum {
+            if !migration.matches(recordedChecksum: record.checksum) {
                 throw MigrationError(
                     .checksumMismatch,
                     message: "migrations/\(migration.fileStem).up.sql changed after it was applied (checksum \(record.checksum.prefix(12))… recorded, \(migration.checksum.prefix(12))… now); restore the file and add a new migration for the change")

@@ -95,6 +95,23 @@ struct MigrationTests {
         }
     }
 
+    @Test("a database that applied a superseded text of a corrected migration is up to date; any other change is refused")
+    func supersededChecksumAccepted() async throws {
+        try await TestDatabase.withSchema { schema in
+            let migrator = Migrator(pool: schema.pool, logger: TestLog.quiet)
+            try await migrator.up()
+            // As recorded by a database that ran 0009's first text.
+            _ = try await schema.pool.query("UPDATE schema_migrations SET checksum = 'a7ce562197603204eb763919ae182ed6b0f819d3cbdfa5db9970daf6e2ed9091' WHERE version = 9")
+            #expect(try await migrator.up().isEmpty)
+            #expect(try await migrator.status().allSatisfy { $0.applied && !$0.changed })
+            // The same checksum recorded for another version is a change.
+            _ = try await schema.pool.query("UPDATE schema_migrations SET checksum = 'a7ce562197603204eb763919ae182ed6b0f819d3cbdfa5db9970daf6e2ed9091' WHERE version = 8")
+            let error = await #expect(throws: MigrationError.self) { try await migrator.up() }
+            #expect(error?.code == .checksumMismatch)
+            #expect(error?.description.contains("0008_partial_idempotency_index.up.sql") == true)
+        }
+    }
+
     @Test("two migrators at once leave exactly one set of applied versions")
     func concurrentMigrators() async throws {
         try await TestDatabase.withSchema { schema in
