@@ -43,12 +43,19 @@ struct CLI {
         return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
     }
 
-    func start(_ arguments: [String]) throws -> Process {
+    /// Starts the binary in the background; its stderr goes to `stderr` when given (to show in
+    /// a failure), else nowhere.
+    func start(_ arguments: [String], stderr: URL? = nil) throws -> Process {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: CLI.binary!)
         p.arguments = arguments + ["--database-url", databaseURL]
         p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
+        if let stderr {
+            FileManager.default.createFile(atPath: stderr.path, contents: nil)
+            p.standardError = try FileHandle(forWritingTo: stderr)
+        } else {
+            p.standardError = FileHandle.nullDevice
+        }
         try p.run()
         return p
     }

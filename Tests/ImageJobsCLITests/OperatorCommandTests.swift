@@ -128,12 +128,15 @@ struct OperatorCommandTests {
             let slow = try await queue.submit(Factory.spec(params: ["sleep_ms": 10_000], timeout: .seconds(1))).job.id
             _ = try await queue.submit(Factory.spec(kind: "other.kind"))  // nobody runs it: stays pending
             let handled = ok + [flaky, poison, slow]
+            let log = FileManager.default.temporaryDirectory.appendingPathComponent("imagejobs-metrics-\(UUID()).log")
+            defer { try? FileManager.default.removeItem(at: log) }
             let worker = try cli.start(fastWorker + ["--diagnostic", "--concurrency", "4", "--metrics-port", "\(port)",
-                                                     "--metrics-host", "127.0.0.1", "--queue-depth-interval", "0.2"])
+                                                     "--metrics-host", "127.0.0.1", "--queue-depth-interval", "0.2"], stderr: log)
             defer { worker.terminate() }
+            let workerLog = { String((try? String(contentsOf: log, encoding: .utf8))?.suffix(2000) ?? "") }
             #expect(try await eventually {
                 try await schema.pool.int("SELECT count(*) FROM jobs WHERE finished_at IS NOT NULL") == handled.count
-            })
+            }, "the worker's stderr: \(workerLog())")
             let truth = try await schema.pool.query("""
                 SELECT (SELECT sum(attempt) FROM jobs WHERE kind = 'test.script') AS claimed,
                        (SELECT count(*) FROM jobs WHERE status = 'completed') AS completed,
@@ -169,7 +172,7 @@ struct OperatorCommandTests {
             #expect(metrics["imagejobs_db_reconnects_total"] == 0)
             worker.terminate()
             await waitForExit(worker)
-            #expect(worker.terminationStatus == 0)
+            #expect(worker.terminationStatus == 0, "the worker's stderr: \(workerLog())")
         }
     }
 }
@@ -186,20 +189,29 @@ func scrape(_ port: Int) async throws -> [String: Double] {
     return out
 }
 
-/// A TCP port nothing listens on right now.
+/// A TCP port nothing listens on right now, below the kernel's ephemeral range (read from
+/// `ip_local_port_range`) and below the local clusters' ports (5432x–5632x). A port the kernel
+/// handed out with port 0 comes from that range, where every outgoing connection of the
+/// parallel tests also takes its local port, so one could take it before the worker binds it
+/// (CI saw the worker exit "cannot listen").
 func freePort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    addr.sin_port = 0
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let ok = withUnsafeMutablePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    let range = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))?
+        .split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).compactMap { Int($0) }
+    let ceiling = min(range?.first ?? 32768, 54000)
+    for _ in 0..<100 {
+        let port = Int.random(in: 20000..<ceiling)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = UInt16(port).bigEndian
+        let bound = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+        if bound { return port }
     }
-    guard ok else { throw POSIXError(.EADDRINUSE) }
-    return Int(UInt16(bigEndian: addr.sin_port))
+    throw POSIXError(.EADDRINUSE)
 }
 
 /// Whether a printed JSON value is the view's cell: numbers as numbers, booleans, NULL as
