@@ -330,6 +330,9 @@ enum JobSQL {
     /// once).
     static let maxClaim = 64
 
+    /// The limit a claim for `free` slots uses: 0 up to ``maxClaim``.
+    static func claimLimit(_ free: Int) -> Int { min(max(free, 0), maxClaim) }
+
     /// Claims up to `limit` due jobs of the given kinds for one worker, in claim order, in one
     /// statement: ``completeAndClaim(ids:attempts:workerID:kinds:limit:)`` with nothing to
     /// complete (rows with a NULL `id` carry no job).
@@ -378,7 +381,7 @@ enum JobSQL {
             SELECT id FROM jobs
             WHERE status = 'pending' AND next_attempt_at <= now() AND kind = ANY(\(kinds)::text[])
             ORDER BY priority, created_at, seq
-            LIMIT \(literal: min(max(limit, 0), maxClaim))
+            LIMIT \(literal: claimLimit(limit))
             FOR UPDATE SKIP LOCKED
         ), claimed AS (
             UPDATE jobs j

@@ -197,7 +197,7 @@ public final class Worker: Service, Sendable {
             let free = max(0, configuration.concurrency - state.runningCount + completions.count)
             // At most `maxClaim` per statement (the rest at once in the next): each limit is a
             // prepared statement of its own on the server (see `completeAndClaim`).
-            let limit = min(free, JobSQL.maxClaim)
+            let limit = JobSQL.claimLimit(free)
             var claimedAll = false
             var resolved = completions.isEmpty
             var busy = false

@@ -159,9 +159,8 @@ struct EngineTests {
             // Without SKIP LOCKED these would wait for the holder; the lock timeout makes a
             // wait an error (55P03) instead of a hang.
             func ownerWrite(_ query: PGQuery) async throws -> PGRows {
-                try await schema.pool.withConnection { conn in
-                    try await conn.query("SET lock_timeout = '3s'")
-                    defer { Task { _ = try? await conn.query("RESET lock_timeout") } }
+                try await schema.pool.withTransaction { conn in
+                    try await conn.query("SET LOCAL lock_timeout = '3s'")
                     return try await conn.query(query)
                 }
             }
