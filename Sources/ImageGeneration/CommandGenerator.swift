@@ -1,54 +1,141 @@
 import Foundation
 import JobQueue
+import Subprocess
 
-#if canImport(Glibc)
-import Glibc
+#if canImport(System)
+import System
+#else
+import SystemPackage
 #endif
 
 /// Runs a program the operator names: the job's parameters as JSON on stdin (with the job id
 /// and attempt), a PNG expected on stdout. A non-zero exit is a retryable failure whose stderr
-/// tail becomes the message; exit code 65 is a permanent one. At the job's deadline (or on
-/// cancellation) the program and every process it started are killed (its own process group).
+/// tail becomes the message; exit code 65 is a permanent one. The program runs in a process
+/// group of its own, killed at the job's deadline or on cancellation, and when the program
+/// exits, whatever it left running is killed with it.
+///
+/// swift-subprocess starts the child: its pipes are close-on-exec and every other descriptor of
+/// this process is closed in the child, so concurrent children never hold each other's stdin
+/// open (which would keep them waiting for an EOF that never comes), and a generator never
+/// inherits the worker's database sockets or files. Its I/O is asynchronous, so no thread of
+/// the cooperative pool waits on a pipe.
 public struct CommandGenerator: ImageGenerator {
     public let name = "command"
     /// The program and its arguments.
     public let arguments: [String]
 
+    /// The most a program may write to stdout: far above any PNG the parameters allow.
+    static let outputLimit = 64 << 20
+    /// How much of stderr's end is kept for the error message.
+    static let errorTailBytes = 500
+
     public init(commandLine: String) throws {
+        Self.ignoreBrokenPipes
         let words = try Self.split(commandLine)
         guard !words.isEmpty else { throw ImageGenerationError.permanent("the generator command is empty") }
         arguments = words
     }
 
+    /// Writing to a program that exited without reading its input must fail the write, not
+    /// end this process with SIGPIPE.
+    private static let ignoreBrokenPipes: Void = { signal(SIGPIPE, SIG_IGN) }()
+
     public func generate(_ request: ImageRequest) async throws -> GeneratedImage {
-        let p = request.parameters
-        var input = p.jsonObject
+        var input = request.parameters.jsonObject
         input["job_id"] = .string(request.jobID.uuidString.lowercased())
         input["attempt"] = .number(Double(request.attempt))
         let stdin = [UInt8](try JSONEncoder().encode(input))
-        let child = ChildProcess()
-        let arguments = self.arguments
-        let timeout = max(0.1, request.remainingSeconds)
-        let result: ChildProcess.Result = await withTaskCancellationHandler {
-            await runBlocking(name: "command-gen") { child.run(arguments, stdin: stdin, timeout: timeout) }
-        } onCancel: {
-            child.kill()
+        let deadline = ContinuousClock.now + .milliseconds(Int64(max(0.1, request.remainingSeconds) * 1000))
+
+        let outcome: Outcome
+        do {
+            outcome = try await withThrowingTaskGroup(of: Outcome.self) { group in
+                group.addTask { try await self.run(stdin: stdin) }
+                group.addTask {
+                    try await Task.sleep(until: deadline, clock: .continuous)
+                    return .pastDeadline
+                }
+                // The first to finish decides; cancelling the other tears the child's group down
+                // (or stops the timer), and the group waits for it before returning.
+                defer { group.cancelAll() }
+                return try await group.next()!
+            }
+        } catch let error as SubprocessError {
+            throw ImageGenerationError.permanent("command: could not start \(arguments[0]): \(error)")
         }
-        switch result {
-        case .failedToStart(let reason):
-            throw ImageGenerationError.permanent("command: could not start \(arguments[0]): \(reason)")
-        case .killed:
-            if Task.isCancelled { throw CancellationError() }
+        if Task.isCancelled { throw CancellationError() }
+
+        switch outcome {
+        case .pastDeadline:
             throw ImageGenerationError.retryable("command: \(arguments[0]) ran past the job's deadline and was killed")
-        case .exited(let code, let out, let err):
-            let tail = String(decoding: err.suffix(500), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        case .ended(.signaled(let signal), _, _):
+            throw ImageGenerationError.retryable("command: \(arguments[0]) was killed by signal \(signal)")
+        case .ended(.exited(let code), let out, let errorTail):
+            let tail = String(decoding: errorTail, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             if code == 65 { throw ImageGenerationError.permanent("command: exit 65: \(tail)") }
             if code != 0 { throw ImageGenerationError.retryable("command: exit \(code): \(tail)") }
             guard let info = PNG.inspect(out) else {
                 throw ImageGenerationError.permanent("command: \(arguments[0]) wrote \(out.count) bytes to stdout that are not a valid PNG")
             }
             return GeneratedImage(png: out, width: info.width, height: info.height, backend: name, metadata: ["command": arguments[0]])
+        case .outputTooLarge:
+            throw ImageGenerationError.permanent("command: \(arguments[0]) wrote more than \(Self.outputLimit >> 20) MiB to stdout")
         }
+    }
+
+    enum Outcome: Sendable {
+        case ended(TerminationStatus, stdout: [UInt8], stderrTail: [UInt8])
+        case outputTooLarge
+        case pastDeadline
+    }
+
+    /// Runs the program to its end: feeds stdin, collects stdout and the tail of stderr.
+    private func run(stdin: [UInt8]) async throws -> Outcome {
+        var options = PlatformOptions()
+        // Its own process group, so that the kill reaches every process it started.
+        options.processGroupID = 0
+        options.teardownSequence = [.send(signal: .kill, toProcessGroup: true, allowedDurationToNextStep: .zero)]
+        let program = arguments[0]
+        let executable: Executable = program.contains("/") ? .path(FilePath(program)) : .name(program)
+        let result = try await Subprocess.run(
+            executable, arguments: Arguments(Array(arguments.dropFirst())), platformOptions: options,
+            input: .inputWriter, output: .sequence, error: .sequence
+        ) { execution -> (stdout: [UInt8]?, stderrTail: [UInt8]) in
+            // A program may exit without reading its input: judge it by its exit, not the write.
+            async let inputWritten: Void = {
+                _ = try? await execution.standardInputWriter.write(stdin)
+                try? await execution.standardInputWriter.finish()
+            }()
+            async let stderrTail = Self.tail(of: execution.standardError, keeping: Self.errorTailBytes)
+            var stdout: [UInt8]? = []
+            for try await chunk in execution.standardOutput {
+                chunk.withUnsafeBytes { stdout?.append(contentsOf: $0) }
+                if (stdout?.count ?? 0) > Self.outputLimit {
+                    try? execution.send(signal: .kill, toProcessGroup: true)
+                    stdout = nil
+                }
+            }
+            await inputWritten
+            return (stdout, try await stderrTail)
+        }
+        // Nothing the program started outlives its job. This waits until the program has been
+        // reaped: a SIGKILL that reaches a process between closing its pipes and becoming a
+        // zombie would turn its exit code into a kill. A group id is not handed to a new process
+        // while any member of the group lives, so this reaches only what the program left behind.
+        kill(-result.processIdentifier.value, SIGKILL)
+        let (stdout, stderrTail) = result.closureResult
+        guard let stdout else { return .outputTooLarge }
+        return .ended(result.terminationStatus, stdout: stdout, stderrTail: stderrTail)
+    }
+
+    /// The last `limit` bytes of a stream, read to its end.
+    private static func tail(of stream: SubprocessOutputSequence, keeping limit: Int) async throws -> [UInt8] {
+        var kept: [UInt8] = []
+        for try await chunk in stream {
+            chunk.withUnsafeBytes { kept.append(contentsOf: $0) }
+            if kept.count > limit * 2 { kept.removeFirst(kept.count - limit) }
+        }
+        return Array(kept.suffix(limit))
     }
 
     /// Splits a command line like a POSIX shell would for words and quotes (no expansions).
@@ -76,109 +163,5 @@ public struct CommandGenerator: ImageGenerator {
         if quote != nil { throw ImageGenerationError.permanent("the generator command has an unclosed quote") }
         if inWord { words.append(current) }
         return words
-    }
-}
-
-/// A child process in its own process group, with pipes, killed as a group.
-final class ChildProcess: @unchecked Sendable {
-    enum Result {
-        case exited(Int32, [UInt8], [UInt8])
-        case killed
-        case failedToStart(String)
-    }
-
-    private let lock = NSLock()
-    private var pid: pid_t = 0
-    private var killRequested = false
-
-    func kill() {
-        lock.lock()
-        killRequested = true
-        let pid = self.pid
-        lock.unlock()
-        if pid > 0 { Glibc.kill(-pid, SIGKILL) }
-    }
-
-    /// Blocking: runs on a thread of its own.
-    func run(_ arguments: [String], stdin: [UInt8], timeout: Double) -> Result {
-        // A program that exits without reading its input must not kill this process with SIGPIPE.
-        signal(SIGPIPE, SIG_IGN)
-        var inPipe: [Int32] = [0, 0], outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0]
-        guard pipe(&inPipe) == 0, pipe(&outPipe) == 0, pipe(&errPipe) == 0 else { return .failedToStart("pipe failed") }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
-        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
-        for fd in inPipe + outPipe + errPipe { posix_spawn_file_actions_addclose(&actions, fd) }
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
-        posix_spawnattr_setpgroup(&attributes, 0)
-        let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var child: pid_t = 0
-        let status = posix_spawnp(&child, arguments[0], &actions, &attributes, argv, environ)
-        close(inPipe[0]); close(outPipe[1]); close(errPipe[1])
-        guard status == 0 else {
-            close(inPipe[1]); close(outPipe[0]); close(errPipe[0])
-            return .failedToStart(String(cString: strerror(status)))
-        }
-        lock.lock()
-        pid = child
-        let early = killRequested
-        lock.unlock()
-        if early { Glibc.kill(-child, SIGKILL) }
-
-        // Feed stdin and drain stdout/stderr without deadlock, until both close or time runs out.
-        var written = 0
-        var out: [UInt8] = [], err: [UInt8] = []
-        var open = (stdin: true, out: true, err: true)
-        let deadline = Date().addingTimeInterval(timeout)
-        var timedOut = false
-        fcntl(inPipe[1], F_SETFL, fcntl(inPipe[1], F_GETFL) | O_NONBLOCK)
-        if stdin.isEmpty { close(inPipe[1]); open.stdin = false }
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while open.out || open.err {
-            let remaining = deadline.timeIntervalSinceNow
-            if remaining <= 0 { timedOut = true; break }
-            var fds: [pollfd] = []
-            if open.stdin { fds.append(pollfd(fd: inPipe[1], events: Int16(POLLOUT), revents: 0)) }
-            if open.out { fds.append(pollfd(fd: outPipe[0], events: Int16(POLLIN), revents: 0)) }
-            if open.err { fds.append(pollfd(fd: errPipe[0], events: Int16(POLLIN), revents: 0)) }
-            let ready = poll(&fds, nfds_t(fds.count), Int32(min(remaining, 0.2) * 1000))
-            if ready < 0 && errno != EINTR { break }
-            for fd in fds where fd.revents != 0 {
-                if fd.fd == inPipe[1] {
-                    let n = stdin[written...].withUnsafeBufferPointer { write(inPipe[1], $0.baseAddress, $0.count) }
-                    if n > 0 { written += n }
-                    if n < 0 && errno != EAGAIN || written == stdin.count { close(inPipe[1]); open.stdin = false }
-                } else {
-                    let n = read(fd.fd, &buffer, buffer.count)
-                    if n > 0 {
-                        if fd.fd == outPipe[0] { out += buffer[0..<n] } else if err.count < 1 << 20 { err += buffer[0..<n] }
-                    } else if n == 0 || errno != EAGAIN && errno != EINTR {
-                        if fd.fd == outPipe[0] { open.out = false } else { open.err = false }
-                    }
-                }
-            }
-            lock.lock()
-            let killed = killRequested
-            lock.unlock()
-            if killed { timedOut = true; break }
-        }
-        if open.stdin { close(inPipe[1]) }
-        close(outPipe[0]); close(errPipe[0])
-        if timedOut { Glibc.kill(-child, SIGKILL) }
-        var waitStatus: Int32 = 0
-        while waitpid(child, &waitStatus, 0) < 0 && errno == EINTR {}
-        lock.lock()
-        pid = 0
-        lock.unlock()
-        if timedOut { return .killed }
-        if waitStatus & 0x7f != 0 { return .killed }  // ended by a signal
-        return .exited((waitStatus >> 8) & 0xff, out, err)
     }
 }

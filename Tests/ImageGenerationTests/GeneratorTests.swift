@@ -154,24 +154,60 @@ struct GeneratorTests {
         #expect(e2 == .permanent("command: exit 65: prompt refused"))
         let garbage = try CommandGenerator(commandLine: "echo hello")
         let e3 = await #expect(throws: ImageGenerationError.self) { try await garbage.generate(request(p)) }
-        if case .permanent(let m)? = e3 { #expect(m.contains("not a valid PNG")) } else { Issue.record("expected permanent") }
+        if case .permanent(let m)? = e3 { #expect(m.contains("not a valid PNG")) } else { Issue.record("expected permanent, got \(String(describing: e3))") }
 
-        // The hang starts a child of its own; both must be gone after the deadline.
-        let marker = "imagejobs-hang-\(UUID().uuidString.prefix(8))"
-        let hang = try CommandGenerator(commandLine: "sh -c 'sleep 30 & exec -a \(marker) sleep 30'")
+        // The hang starts a child of its own; both must be gone after the deadline. A program
+        // that exits leaves nothing behind either. Each sleep's odd length marks it in `ps`.
+        let hangMarker = "3\(Int.random(in: 100_000...999_999))"
+        let hang = try CommandGenerator(commandLine: "sh -c 'sleep \(hangMarker) & exec sleep \(hangMarker)'")
         let start = ContinuousClock.now
         let e4 = await #expect(throws: ImageGenerationError.self) { try await hang.generate(request(p, remaining: 1)) }
         #expect(ContinuousClock.now - start < .seconds(5))
-        #expect(e4?.description.contains("killed") == true)
-        try await Task.sleep(for: .milliseconds(200))
+        #expect(e4?.description.contains("killed") == true, "\(String(describing: e4))")
+        #expect(try processes(named: "sleep \(hangMarker)") == 0)
+
+        let leftoverMarker = "3\(Int.random(in: 100_000...999_999))"
+        let leaving = try CommandGenerator(commandLine: "sh -c 'sleep \(leftoverMarker) & cat \(pngFile.path)'")
+        #expect(try await leaving.generate(request(p)).width == 64)
+        #expect(try processes(named: "sleep \(leftoverMarker)") == 0)
+    }
+
+    @Test("command: programs that exit at once, eight at a time, each keep their own exit status")
+    func commandExitsKeepTheirStatus() async throws {
+        let garbage = try CommandGenerator(commandLine: "echo hello")
+        let p = ImageJobParameters(prompt: "a fox", width: 64, height: 48)
+        var unexpected: [String] = []
+        for _ in 0..<20 {
+            unexpected += await withTaskGroup(of: String?.self) { group in
+                for _ in 0..<8 {
+                    group.addTask {
+                        do {
+                            _ = try await garbage.generate(request(p))
+                            return "no error"
+                        } catch ImageGenerationError.permanent(let message) where message.contains("not a valid PNG") {
+                            return nil
+                        } catch {
+                            return "\(error)"
+                        }
+                    }
+                }
+                return await group.reduce(into: []) { if let outcome = $1 { $0.append(outcome) } }
+            }
+        }
+        #expect(unexpected.isEmpty, "\(unexpected.count) of 160 runs: \(unexpected.prefix(3))")
+    }
+
+    /// How many processes run with exactly this command line.
+    func processes(named commandLine: String) throws -> Int {
         let ps = Process()
-        ps.executableURL = URL(fileURLWithPath: "/bin/sh")
-        ps.arguments = ["-c", "ps -eo args | grep -c '^\(marker)' || true"]
+        ps.executableURL = URL(fileURLWithPath: "/bin/ps")
+        ps.arguments = ["-eo", "args="]
         let pipe = Pipe()
         ps.standardOutput = pipe
         try ps.run()
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
         ps.waitUntilExit()
-        #expect(String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) == "0")
+        return String(decoding: output, as: UTF8.self).split(separator: "\n").filter { $0 == commandLine }.count
     }
 
     @Test("command lines split like a shell's words and quotes")

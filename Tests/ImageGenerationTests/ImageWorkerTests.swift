@@ -76,4 +76,101 @@ struct ImageWorkerTests {
             #expect(slowJob.errorMessage == "timed out after 1 s", "\(slowJob.errors)")
         }
     }
+
+    /// A generator as real ones are written: it reads its input to EOF, records the descriptors
+    /// it holds, then waits until `expected` of its siblings have got that far before it answers
+    /// with a PNG. A child whose stdin another child holds open never sees EOF and never arrives.
+    struct RendezvousGenerator {
+        let dir: URL
+        let expected: Int
+
+        init(expected: Int) throws {
+            dir = FileManager.default.temporaryDirectory.appendingPathComponent("rendezvous-\(UUID().uuidString)")
+            self.expected = expected
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            let png = try PNG.encodeRGB(width: 8, height: 8, pixels: [UInt8](repeating: 7, count: 8 * 8 * 3))
+            try Data(png).write(to: dir.appendingPathComponent("out.png"))
+            try """
+            import json, os, sys, time
+            job = json.loads(sys.stdin.buffer.read())
+            here = sys.argv[1]
+            listing = os.path.realpath("/proc/self/fd")
+            fds = {}
+            for name in os.listdir("/proc/self/fd"):
+                try:
+                    target = os.readlink(f"/proc/self/fd/{name}")
+                except OSError:
+                    continue  # the listing's own descriptor, closed again
+                if target != listing:
+                    fds[name] = target
+            with open(os.path.join(here, job["job_id"] + ".fds"), "w") as f:
+                json.dump(fds, f)
+            open(os.path.join(here, job["job_id"] + ".arrived"), "w").close()
+            for _ in range(300):
+                if sum(n.endswith(".arrived") for n in os.listdir(here)) >= int(sys.argv[2]):
+                    break
+                time.sleep(0.05)
+            else:
+                sys.exit("not every sibling arrived")
+            sys.stdout.buffer.write(open(os.path.join(here, "out.png"), "rb").read())
+            """.write(to: dir.appendingPathComponent("gen.py"), atomically: true, encoding: .utf8)
+        }
+
+        var generator: CommandGenerator {
+            get throws { try CommandGenerator(commandLine: "python3 \(dir.path)/gen.py \(dir.path) \(expected)") }
+        }
+
+        /// The descriptors a job's child held: number → what it pointed at.
+        func descriptors(of id: UUID) throws -> [String: String] {
+            let data = try Data(contentsOf: dir.appendingPathComponent("\(id.uuidString.lowercased()).fds"))
+            return try JSONDecoder().decode([String: String].self, from: data)
+        }
+
+        func remove() { try? FileManager.default.removeItem(at: dir) }
+    }
+
+    /// Runs `count` command jobs on one worker with as many slots, until all have finished.
+    func runCommandJobs(_ count: Int, generator: RendezvousGenerator, queue: JobQueue, schema: TestSchema) async throws -> [Job] {
+        var spec = image("concurrent")
+        spec.timeout = .seconds(30)
+        let ids = try await (0..<count).asyncMap { _ in try await queue.submit(spec).job.id }
+        var configuration = config()
+        configuration.concurrency = count
+        let worker = Worker(pool: schema.makePool(), handlers: [ImageJobHandler(generator: try generator.generator)],
+                            configuration: configuration, logger: TestLog.quiet)
+        let task = Task { try await worker.run() }
+        _ = try await eventually(timeout: .seconds(60)) {
+            try await ids.asyncMap { try await queue.job($0).status }.allSatisfy { $0 != .pending && $0 != .running }
+        }
+        task.cancel()
+        _ = await task.result
+        return try await ids.asyncMap { try await queue.job($0) }
+    }
+
+    @Test("eight command jobs that read stdin to EOF run at once on eight slots and all complete")
+    func commandJobsRunConcurrently() async throws {
+        try await TestDatabase.withMigratedSchema { schema, queue in
+            let generator = try RendezvousGenerator(expected: 8)
+            defer { generator.remove() }
+            let jobs = try await runCommandJobs(8, generator: generator, queue: queue, schema: schema)
+            for job in jobs {
+                #expect(job.status == .completed && job.retryCount == 0, "\(job.status): \(job.errors.map(\.message))")
+            }
+        }
+    }
+
+    @Test("a command child holds only its stdin, stdout and stderr: no socket or pipe of the worker or a sibling")
+    func commandChildInheritsNothing() async throws {
+        try await TestDatabase.withMigratedSchema { schema, queue in
+            let generator = try RendezvousGenerator(expected: 4)
+            defer { generator.remove() }
+            let jobs = try await runCommandJobs(4, generator: generator, queue: queue, schema: schema)
+            for job in jobs {
+                #expect(job.status == .completed, "\(job.errors.map(\.message))")
+                let fds = try generator.descriptors(of: job.id)
+                #expect(Set(fds.keys) == ["0", "1", "2"], "job \(job.id) held \(fds)")
+                #expect(fds.values.allSatisfy { $0.hasPrefix("pipe:") }, "job \(job.id) held \(fds)")
+            }
+        }
+    }
 }
