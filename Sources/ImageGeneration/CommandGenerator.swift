@@ -42,7 +42,7 @@ public struct CommandGenerator: ImageGenerator {
 
     public func generate(_ request: ImageRequest) async throws -> GeneratedImage {
         var input = request.parameters.jsonObject
-        input["job_id"] = .string(request.jobID.uuidString.lowercased())
+        input["job_id"] = .string(request.jobID.lowercasedString)
         input["attempt"] = .number(Double(request.attempt))
         let stdin = [UInt8](try JSONEncoder().encode(input))
         let deadline = ContinuousClock.now + .milliseconds(Int64(max(0.1, request.remainingSeconds) * 1000))

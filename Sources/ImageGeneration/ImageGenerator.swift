@@ -103,7 +103,7 @@ public struct ImageJobHandler: JobHandler {
             jobID: job.id, contentType: "image/png", bytes: image.png, width: image.width, height: image.height,
             backend: image.backend, generationMilliseconds: Int(elapsed.milliseconds), metadata: image.metadata)
         if let outputDirectory {
-            let file = outputDirectory.appendingPathComponent("\(job.id.uuidString.lowercased()).png")
+            let file = outputDirectory.appendingPathComponent("\(job.id.lowercasedString).png")
             try? FileManager.default.createDirectory(at: outputDirectory, withIntermediateDirectories: true)
             try Data(image.png).write(to: file)
         }

@@ -43,7 +43,7 @@ extension ImageJobsCommand {
                     let queue = try database.queue()
                     let submitted = try await queue.submitBatch(specs, conversationID: specs[0].conversationID)
                     if json { return try printJSON(submitted) }
-                    print("batch \(submitted.batchID): \(submitted.jobIDs.count) jobs submitted")
+                    print("batch \(submitted.batchID.lowercasedString): \(submitted.jobIDs.count) jobs submitted")
                     return
                 }
                 let conversationID = try parseUUID(conversation ?? "", field: "conversation")
@@ -57,7 +57,7 @@ extension ImageJobsCommand {
                 let queue = try database.queue()
                 let (job, created) = try await queue.submit(spec)
                 if json { return try printJSON(job) }
-                print("\(created ? "submitted" : "already submitted (same idempotency key)") \(job.id) [\(job.priority.rawValue)]")
+                print("\(created ? "submitted" : "already submitted (same idempotency key)") \(job.id.lowercasedString) [\(job.priority.rawValue)]")
             }
         }
     }
@@ -75,9 +75,9 @@ extension ImageJobsCommand {
                 let result = try await JobResults.info(job.id, pool: queue.pool)
                 if json { return try printJSON(JobWithResult(job: job, result: result)) }
                 var rows: [[String]] = [
-                    ["id", job.id.uuidString.lowercased()], ["status", job.status.rawValue], ["priority", job.priority.rawValue],
-                    ["kind", job.kind], ["conversation", job.conversationID.uuidString.lowercased()],
-                    ["batch", job.batchID?.uuidString.lowercased() ?? "-"],
+                    ["id", job.id.lowercasedString], ["status", job.status.rawValue], ["priority", job.priority.rawValue],
+                    ["kind", job.kind], ["conversation", job.conversationID.lowercasedString],
+                    ["batch", job.batchID?.lowercasedString ?? "-"],
                     ["retry_count", "\(job.retryCount) of \(job.maxRetries)"], ["attempt", "\(job.attempt)"],
                     ["timeout", "\(Int(job.timeout)) s"], ["created_at", ISO8601.format(job.createdAt)],
                     ["next_attempt_at", ISO8601.format(job.nextAttemptAt)],
@@ -106,7 +106,7 @@ extension ImageJobsCommand {
                 let p = try await database.queue().position(try parseUUID(id, field: "id"))
                 if json { return try printJSON(p) }
                 guard let position = p.position else {
-                    print("job \(p.id.uuidString.lowercased()) is \(p.status.rawValue), not waiting in the queue")
+                    print("job \(p.id.lowercasedString) is \(p.status.rawValue), not waiting in the queue")
                     return
                 }
                 let eta = p.etaSeconds.map { String(format: "%.0f s", $0) } ?? "unknown (no recent completions)"
@@ -137,7 +137,7 @@ extension ImageJobsCommand {
                     batchID: try batch.map { try parseUUID($0, field: "batch") }, status: statusValue, limit: limit)
                 if json { return try printJSON(jobs) }
                 print(table(["id", "status", "priority", "retries", "created_at"], jobs.map {
-                    [$0.id.uuidString.lowercased(), $0.status.rawValue, $0.priority.rawValue, "\($0.retryCount)", ISO8601.format($0.createdAt)]
+                    [$0.id.lowercasedString, $0.status.rawValue, $0.priority.rawValue, "\($0.retryCount)", ISO8601.format($0.createdAt)]
                 }))
             }
         }
@@ -153,7 +153,7 @@ extension ImageJobsCommand {
             try await runCommand {
                 let b = try await database.queue().batch(try parseUUID(id, field: "id"))
                 if json { return try printJSON(b) }
-                print("batch \(b.batchID.uuidString.lowercased()): \(b.total) jobs")
+                print("batch \(b.batchID.lowercasedString): \(b.total) jobs")
                 print(table(["status", "jobs"], JobStatus.allCases.map { [$0.rawValue, "\(b.counts[$0.rawValue, default: 0])"] }))
             }
         }

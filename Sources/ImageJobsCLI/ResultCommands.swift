@@ -16,7 +16,7 @@ extension ImageJobsCommand {
                 let pool = try database.pool(maxConnections: 1)
                 guard let bytes = try await JobResults.bytes(jobID, pool: pool) else {
                     let job = try await JobQueue(pool: pool, logger: database.logger()).job(jobID)
-                    throw JobQueueError(.notFound, "job \(jobID) has no stored image (it is \(job.status.rawValue))", jobID: jobID)
+                    throw JobQueueError(.notFound, "job \(jobID.lowercasedString) has no stored image (it is \(job.status.rawValue))", jobID: jobID)
                 }
                 if output == "-" {
                     FileHandle.standardOutput.write(Data(bytes))

@@ -188,7 +188,7 @@ struct DiagnosticHandler: JobHandler {
 
     private func log(_ event: String, _ job: Job) {
         guard let executionLog else { return }
-        let line = "\(event) \(job.id.uuidString.lowercased()) \(job.attempt) \(getpid()) \(Date().timeIntervalSince1970)\n"
+        let line = "\(event) \(job.id.lowercasedString) \(job.attempt) \(getpid()) \(Date().timeIntervalSince1970)\n"
         let fd = open(executionLog, O_WRONLY | O_APPEND | O_CREAT, 0o644)
         guard fd >= 0 else { return }
         _ = line.withCString { write(fd, $0, strlen($0)) }

@@ -192,6 +192,31 @@ public struct Job: Sendable, Equatable, Codable {
         case deadlineAt = "deadline_at", finishedAt = "finished_at", errorMessage = "error_message"
         case idempotencyKey = "idempotency_key"
     }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeID(id, forKey: .id)
+        try c.encodeID(conversationID, forKey: .conversationID)
+        try c.encodeID(batchID, forKey: .batchID)
+        try c.encode(kind, forKey: .kind)
+        try c.encode(params, forKey: .params)
+        try c.encode(priority, forKey: .priority)
+        try c.encode(status, forKey: .status)
+        try c.encode(retryCount, forKey: .retryCount)
+        try c.encode(maxRetries, forKey: .maxRetries)
+        try c.encode(attempt, forKey: .attempt)
+        try c.encode(timeout, forKey: .timeout)
+        try c.encode(nextAttemptAt, forKey: .nextAttemptAt)
+        try c.encodeIfPresent(workerID, forKey: .workerID)
+        try c.encode(createdAt, forKey: .createdAt)
+        try c.encodeIfPresent(startedAt, forKey: .startedAt)
+        try c.encodeIfPresent(heartbeatAt, forKey: .heartbeatAt)
+        try c.encodeIfPresent(deadlineAt, forKey: .deadlineAt)
+        try c.encodeIfPresent(finishedAt, forKey: .finishedAt)
+        try c.encodeIfPresent(errorMessage, forKey: .errorMessage)
+        try c.encode(errors, forKey: .errors)
+        try c.encodeIfPresent(idempotencyKey, forKey: .idempotencyKey)
+    }
 }
 
 /// The error of one failed attempt.
@@ -220,6 +245,16 @@ public struct QueuePosition: Sendable, Equatable, Codable {
         case id, status, position
         case aheadHigherPriority = "ahead_higher_priority", etaSeconds = "eta_seconds", completionRate = "completion_rate"
     }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeID(id, forKey: .id)
+        try c.encode(status, forKey: .status)
+        try c.encodeIfPresent(position, forKey: .position)
+        try c.encodeIfPresent(aheadHigherPriority, forKey: .aheadHigherPriority)
+        try c.encodeIfPresent(etaSeconds, forKey: .etaSeconds)
+        try c.encode(completionRate, forKey: .completionRate)
+    }
 }
 
 /// The jobs of a batch, counted per status.
@@ -238,6 +273,15 @@ public struct BatchProgress: Sendable, Equatable, Codable {
     enum CodingKeys: String, CodingKey {
         case batchID = "batch_id", conversationID = "conversation_id", total, counts, createdAt = "created_at"
     }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeID(batchID, forKey: .batchID)
+        try c.encodeID(conversationID, forKey: .conversationID)
+        try c.encode(total, forKey: .total)
+        try c.encode(counts, forKey: .counts)
+        try c.encode(createdAt, forKey: .createdAt)
+    }
 }
 
 /// A submitted batch.
@@ -249,6 +293,27 @@ public struct SubmittedBatch: Sendable, Equatable, Codable {
 
     enum CodingKeys: String, CodingKey {
         case batchID = "batch_id", jobIDs = "job_ids", created
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeID(batchID, forKey: .batchID)
+        try c.encode(jobIDs.map(\.lowercasedString), forKey: .jobIDs)
+        try c.encode(created, forKey: .created)
+    }
+}
+
+extension UUID {
+    /// The id as RFC 4122 writes it, in lower case: the form PostgreSQL prints, so ids match
+    /// between this package's output and SQL. (`uuidString` is upper-case.) Input is read in
+    /// either case.
+    public var lowercasedString: String { uuidString.lowercased() }
+}
+
+extension KeyedEncodingContainer {
+    /// Encodes an id in its lower-case form (JSON's default for `UUID` is upper-case).
+    mutating func encodeID(_ id: UUID?, forKey key: Key) throws {
+        try encodeIfPresent(id?.lowercasedString, forKey: key)
     }
 }
 

@@ -195,7 +195,7 @@ public final class JobQueue: Sendable {
         for (i, spec) in specs.enumerated() {
             if spec.conversationID != conversationID {
                 throw JobQueueError(
-                    .invalidInput, "conversation_id \(spec.conversationID) differs from the batch's \(conversationID); every job of a batch belongs to one conversation",
+                    .invalidInput, "conversation_id \(spec.conversationID.lowercasedString) differs from the batch's \(conversationID.lowercasedString); every job of a batch belongs to one conversation",
                     field: "conversation_id", index: i)
             }
             params.append(try validatedParams(spec, index: i))
@@ -235,7 +235,7 @@ public final class JobQueue: Sendable {
     public func job(_ id: UUID) async throws -> Job {
         do {
             guard let row = try await pool.query(JobSQL.job(id: id).named("JobSQL.job")).first else {
-                throw JobQueueError(.notFound, "no job \(id)", jobID: id)
+                throw JobQueueError(.notFound, "no job \(id.lowercasedString)", jobID: id)
             }
             return try JobSQL.decodeJob(row)
         } catch {
@@ -247,7 +247,7 @@ public final class JobQueue: Sendable {
     public func position(_ id: UUID) async throws -> QueuePosition {
         do {
             guard let row = try await pool.query(JobSQL.position(id: id).named("JobSQL.position")).first else {
-                throw JobQueueError(.notFound, "no job \(id)", jobID: id)
+                throw JobQueueError(.notFound, "no job \(id.lowercasedString)", jobID: id)
             }
             let status: JobStatus = try row.decode("status")
             let rate: Double = try row.decode("per_second")
@@ -287,7 +287,7 @@ public final class JobQueue: Sendable {
     public func batch(_ id: UUID) async throws -> BatchProgress {
         do {
             let rows = try await pool.query(JobSQL.batchProgress(batchID: id).named("JobSQL.batchProgress"))
-            guard let first = rows.first else { throw JobQueueError(.notFound, "no batch \(id)") }
+            guard let first = rows.first else { throw JobQueueError(.notFound, "no batch \(id.lowercasedString)") }
             var counts: [String: Int] = [:]
             for status in JobStatus.allCases { counts[status.rawValue] = 0 }
             for row in rows {
@@ -311,11 +311,11 @@ public final class JobQueue: Sendable {
         do {
             let channel = try await channel()
             guard let row = try await pool.query(JobSQL.cancel(id: id, channel: channel).named("JobSQL.cancel")).first else {
-                throw JobQueueError(.notFound, "no job \(id)", jobID: id)
+                throw JobQueueError(.notFound, "no job \(id.lowercasedString)", jobID: id)
             }
             let old = try row.decode("old_status", as: JobStatus.self)
             guard try row.decode("cancelled", as: Bool.self) else {
-                throw JobQueueError(.invalidState, "job \(id) is \(old.rawValue); only pending or running jobs can be cancelled", jobID: id)
+                throw JobQueueError(.invalidState, "job \(id.lowercasedString) is \(old.rawValue); only pending or running jobs can be cancelled", jobID: id)
             }
             return old
         } catch {
@@ -329,7 +329,7 @@ public final class JobQueue: Sendable {
         do {
             let channel = try await channel()
             let row = try await pool.query(JobSQL.cancelBatch(batchID: id, channel: channel).named("JobSQL.cancelBatch"))[0]
-            guard try row.decode("batches", as: Int.self) == 1 else { throw JobQueueError(.notFound, "no batch \(id)") }
+            guard try row.decode("batches", as: Int.self) == 1 else { throw JobQueueError(.notFound, "no batch \(id.lowercasedString)") }
             return try row.decode("cancelled")
         } catch {
             throw JobQueueError.from(error)
@@ -341,11 +341,11 @@ public final class JobQueue: Sendable {
         do {
             let channel = try await channel()
             guard let row = try await pool.query(JobSQL.requeue(id: id, channel: channel).named("JobSQL.requeue")).first else {
-                throw JobQueueError(.notFound, "no job \(id)", jobID: id)
+                throw JobQueueError(.notFound, "no job \(id.lowercasedString)", jobID: id)
             }
             guard try row.decode("requeued", as: Bool.self) else {
                 let old: String = try row.decode("old_status")
-                throw JobQueueError(.invalidState, "job \(id) is \(old); only jobs in error can be retried", jobID: id)
+                throw JobQueueError(.invalidState, "job \(id.lowercasedString) is \(old); only jobs in error can be retried", jobID: id)
             }
         } catch {
             throw JobQueueError.from(error, jobID: id)

@@ -288,7 +288,7 @@ public final class Worker: Service, Sendable {
         let deadline = ContinuousClock.now + .milliseconds(Int64(max(0, claimed.remainingSeconds) * 1000))
         state.add(job.id, attempt: job.attempt, execution: execution, deadline: deadline)
         var jobLogger = logger
-        jobLogger[metadataKey: "job.id"] = "\(job.id)"
+        jobLogger[metadataKey: "job.id"] = "\(job.id.lowercasedString)"
         jobLogger[metadataKey: "job.kind"] = "\(job.kind)"
         jobLogger[metadataKey: "job.attempt"] = "\(job.attempt)"
         let context = JobContext(logger: jobLogger, pool: pool, workerID: configuration.id)
@@ -596,7 +596,7 @@ public struct Maintenance: Sendable {
                 for row in rows {
                     let overdue = (try? row.decode("overdue", as: Bool.self)) ?? false
                     logger.info(overdue ? "sweep ended an overdue job" : "sweep rescued a job from a lost worker",
-                                metadata: ["job.id": "\((try? row.decode("id", as: UUID.self))?.uuidString ?? "?")",
+                                metadata: ["job.id": "\((try? row.decode("id", as: UUID.self))?.lowercasedString ?? "?")",
                                            "job.status": "\((try? row.decode("status", as: String.self)) ?? "?")"])
                 }
                 if rows.count < batch { break }

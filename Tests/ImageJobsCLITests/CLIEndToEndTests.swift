@@ -114,6 +114,53 @@ struct CLIEndToEndTests {
         }
     }
 
+    @Test("ids are lower-case in every output, text and JSON, and accepted in either case")
+    func idsLowerCase() async throws {
+        try await TestDatabase.withMigratedSchema { schema, queue in
+            let cli = CLI(databaseURL: schema.connectionString)
+            let conversation = UUID().uuidString  // upper-case on input
+            var outputs: [String] = []
+            func run(_ arguments: [String], stdin: String? = nil, status: Int32 = 0) async throws -> String {
+                let r = try await cli.run(arguments, stdin: stdin)
+                #expect(r.status == status, "\(arguments): \(r.stderr)")
+                outputs.append(r.stdout + r.stderr)
+                return r.stdout
+            }
+            let one = try await run(["submit", "--conversation", conversation, "--prompt", "a fox"])
+            let id = try #require(one.split(separator: " ").dropFirst().first.flatMap { UUID(uuidString: String($0)) })
+            let submitted = try cliDecoder().decode(Job.self, from: Data(try await run(
+                ["submit", "--conversation", conversation, "--prompt", "a fox", "--json"]).utf8))
+            let batchItems = #"[{"conversation_id":"\#(conversation)","prompt":"a"},{"conversation_id":"\#(conversation)","prompt":"b"}]"#
+            _ = try await run(["submit", "--batch", "-"], stdin: batchItems)
+            let batch = try cliDecoder().decode(SubmittedBatch.self, from: Data(try await run(["submit", "--batch", "-", "--json"], stdin: batchItems).utf8))
+            for arguments in [
+                ["status", id.uuidString], ["status", id.uuidString, "--json"],
+                ["position", id.uuidString], ["position", submitted.id.uuidString, "--json"],
+                ["list", "--conversation", conversation], ["list", "--conversation", conversation, "--json"],
+                ["batch", batch.batchID.uuidString], ["batch", batch.batchID.uuidString, "--json"],
+                ["list", "--batch", batch.batchID.uuidString.lowercased(), "--json"],
+            ] {
+                _ = try await run(arguments)
+            }
+            _ = try await run(["cancel", id.uuidString])
+            _ = try await run(["cancel", id.uuidString], status: 65)  // "job … is cancelled"
+            _ = try await run(["status", UUID().uuidString], status: 66)  // "no job …"
+            _ = try await run(["batch", UUID().uuidString], status: 66)  // "no batch …"
+            #expect(try await queue.job(id).status == .cancelled)
+
+            let uuid = try NSRegularExpression(pattern: "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", options: .caseInsensitive)
+            var seen = 0
+            for output in outputs {
+                for match in uuid.matches(in: output, range: NSRange(output.startIndex..., in: output)) {
+                    let text = String(output[Range(match.range, in: output)!])
+                    #expect(text == text.lowercased(), "upper-case id in: \(output)")
+                    seen += 1
+                }
+            }
+            #expect(seen > outputs.count, "the outputs name \(seen) ids")
+        }
+    }
+
     @Test("a statement timeout inside a handler fails that attempt as retryable; the retry completes on the same connections")
     func statementTimeoutInHandler() async throws {
         try await TestDatabase.withMigratedSchema { schema, queue in
