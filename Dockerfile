@@ -1,5 +1,5 @@
 # Multi-stage build of the imagejobs binary.
-FROM swift:6.1-bookworm AS build
+FROM swift:6.2-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends libpq-dev zlib1g-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
@@ -9,7 +9,7 @@ COPY Tests ./Tests
 RUN swift build -c release --product imagejobs \
     && cp "$(swift build -c release --show-bin-path)/imagejobs" /usr/local/bin/imagejobs
 
-FROM swift:6.1-bookworm-slim
+FROM swift:6.2-bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends libpq5 zlib1g ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --no-create-home imagejobs

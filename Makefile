@@ -61,9 +61,12 @@ bench: deps ## Full benchmark (release build) on a durable local cluster (fsync 
 bench-quick: deps ## The benchmark in quick mode (seconds).
 	@BENCH_QUICK=1 scripts/bench.sh
 
-bench-peers: deps ## One run of ../shared/bench/peers/run.sh with ImageJobs added as an external peer.
+PEERS_RUN ?= ../shared/bench/peers/run.sh
+
+bench-peers: deps ## The established queues and ImageJobs side by side; needs the peers' harness at ../shared/bench/peers (PEERS_RUN), not part of this repository.
+	@test -x "$(PEERS_RUN)" || { echo "make bench-peers: the peers' harness $(PEERS_RUN) is missing; it is not part of this repository (set PEERS_RUN=/path/to/run.sh)" >&2; exit 2; }
 	$(SWIFT) build -c release --product imagejobs
-	BENCH_EXTERNAL="$(CURDIR)/bench/imagejobs" ../shared/bench/peers/run.sh
+	BENCH_EXTERNAL="$(CURDIR)/bench/imagejobs" "$(PEERS_RUN)"
 
 compose-check: ## Validate docker-compose.yml against the Compose specification and check service commands.
 	@scripts/compose-check.sh

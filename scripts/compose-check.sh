@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Validates docker-compose.yml against the Compose specification schema (offline, with
-# check-jsonschema's vendored copy) and checks that every service's command exists in the CLI.
+# Validates docker-compose.yml against the Compose specification schema (check-jsonschema's
+# vendored copy of the schema, so the check itself asks no network), checks that every service's
+# command exists in the CLI, and that no ImageJobs service logs in as the database superuser.
+# The first run installs check-jsonschema from PyPI into .venv; later runs are offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv
@@ -23,8 +25,9 @@ for name, service in spec["services"].items():
     if not command:
         continue
     words = command if isinstance(command, list) else command.split()
-    if words and words[0] == "imagejobs":
-        words = words[1:]
+    if not words or words[0] != "imagejobs":
+        continue  # another image's program (the role grant runs psql)
+    words = words[1:]
     path = []
     for w in words:
         if w.startswith("-"):
@@ -35,5 +38,20 @@ for name, service in spec["services"].items():
     if result.returncode != 0 or usage not in result.stdout:
         sys.exit(f"docker-compose.yml: service {name} runs `imagejobs {' '.join(path)}`, which the CLI does not have")
     checked += 1
-print(f"docker-compose.yml: valid; {checked} service commands exist in the CLI")
+
+# docs/security.md: each program under its own role, never the superuser.
+from urllib.parse import urlparse
+superuser = spec["services"]["postgres"]["environment"]["POSTGRES_USER"]
+users = {}
+for name, service in spec["services"].items():
+    url = (service.get("environment") or {}).get("DATABASE_URL")
+    command = service.get("command") or []
+    if url and command and command[0] == "imagejobs":
+        users[name] = urlparse(url).username
+        if users[name] == superuser:
+            sys.exit(f"docker-compose.yml: service {name} logs in as the superuser {superuser}; give it a role of its own (docs/security.md)")
+if users.get("migrate") == users.get("worker"):
+    sys.exit("docker-compose.yml: the workers log in as the owner that migrates; give them a login role granted imagejobs_worker")
+print(f"docker-compose.yml: valid; {checked} service commands exist in the CLI; roles: "
+      + ", ".join(f"{n} as {u}" for n, u in sorted(users.items())))
 PY
