@@ -12,7 +12,8 @@ let package = Package(
     name: "ImageJobs",
     platforms: [.macOS(.v14)],
     products: [
-        .library(name: "ImageJobs", targets: ["Postgres", "JobQueue", "ImageGeneration"]),
+        .library(name: "ImageJobs", targets: ["ImageJobs"]),
+        .library(name: "JobEngine", targets: ["JobEngine"]),
         .executable(name: "imagejobs", targets: ["imagejobs"]),
     ],
     dependencies: [
@@ -34,6 +35,7 @@ let package = Package(
             pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]
         ),
+        // The libpq wrapper: connections, bound parameters, typed rows, errors, pool, LISTEN.
         .target(
             name: "Postgres",
             dependencies: [
@@ -42,8 +44,9 @@ let package = Package(
             ],
             swiftSettings: settings
         ),
+        // The generic job engine: jobs, kinds, priorities, batches, attempts, results, workers.
         .target(
-            name: "JobQueue",
+            name: "JobEngine",
             dependencies: [
                 "Postgres",
                 .product(name: "Logging", package: "swift-log"),
@@ -52,22 +55,24 @@ let package = Package(
             ],
             swiftSettings: settings
         ),
+        // The image product on the engine: image parameters, generators, PNGs.
         .target(
-            name: "ImageGeneration",
+            name: "ImageJobs",
             dependencies: [
-                "JobQueue",
+                "JobEngine",
                 "CZlib",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
             ],
             swiftSettings: settings
         ),
+        // The `imagejobs` command line: migrate, submit, worker, report, bench, ….
         .target(
             name: "ImageJobsCLI",
             dependencies: [
                 "Postgres",
-                "JobQueue",
-                "ImageGeneration",
+                "JobEngine",
+                "ImageJobs",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -84,26 +89,26 @@ let package = Package(
         ),
         .executableTarget(
             name: "imagejobs-chaos",
-            dependencies: ["Postgres", "JobQueue"],
+            dependencies: ["Postgres", "JobEngine"],
             path: "Tests/Chaos",
             swiftSettings: settings
         ),
         .target(
             name: "TestSupport",
-            dependencies: ["Postgres", "JobQueue", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Postgres", "JobEngine", .product(name: "Logging", package: "swift-log")],
             path: "Tests/TestSupport",
             swiftSettings: settings
         ),
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "TestSupport"], swiftSettings: settings),
-        .testTarget(name: "JobQueueTests", dependencies: ["JobQueue", "TestSupport"], swiftSettings: settings),
+        .testTarget(name: "JobEngineTests", dependencies: ["JobEngine", "TestSupport"], swiftSettings: settings),
         .testTarget(
-            name: "ImageGenerationTests",
-            dependencies: ["ImageGeneration", "JobQueue", "TestSupport"],
+            name: "ImageJobsTests",
+            dependencies: ["ImageJobs", "JobEngine", "TestSupport"],
             swiftSettings: settings
         ),
         .testTarget(
             name: "ImageJobsCLITests",
-            dependencies: ["ImageJobsCLI", "JobQueue", "TestSupport"],
+            dependencies: ["ImageJobsCLI", "JobEngine", "TestSupport"],
             swiftSettings: settings
         ),
     ],

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes Sources/JobQueue/Generated/EmbeddedMigrations.swift from migrations/*.sql.
+"""Writes Sources/JobEngine/Generated/EmbeddedMigrations.swift from migrations/*.sql.
 
 The binary then carries its migrations and runs from any directory. `make generate` runs this;
 a test fails when the generated file and migrations/ disagree.
@@ -39,7 +39,7 @@ for (version, name), sql in sorted(entries.items()):
         out.append('            """#' + ("," if direction == "up" else ""))
     out.append("        ),")
 out += ["    ]", "}", ""]
-target = root / "Sources/JobQueue/Generated/EmbeddedMigrations.swift"
+target = root / "Sources/JobEngine/Generated/EmbeddedMigrations.swift"
 target.parent.mkdir(parents=True, exist_ok=True)
 target.write_text("\n".join(out))
 print(f"wrote {target.relative_to(root)} ({len(entries)} migrations)")

@@ -21,8 +21,8 @@ eval "export $(scripts/db.sh tls-up)"
 echo "tests use $(echo "$DATABASE_URL" | sed -E 's#//([^:@/]+):[^@/]*@#//\1:***@#')"
 
 python3 scripts/embed-migrations.py >/dev/null
-if ! git diff --quiet -- Sources/JobQueue/Generated 2>/dev/null; then
-    echo "Sources/JobQueue/Generated is out of date with migrations/: run 'make generate' and commit" >&2
+if ! git diff --quiet -- Sources/JobEngine/Generated 2>/dev/null; then
+    echo "Sources/JobEngine/Generated is out of date with migrations/: run 'make generate' and commit" >&2
     exit 1
 fi
 

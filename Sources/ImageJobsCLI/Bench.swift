@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import JobQueue
+import JobEngine
 import Logging
 import Postgres
 

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import JobQueue
+import JobEngine
 import Postgres
 
 /// An age or a window on the command line: a number and a unit, `ms`, `s`, `m`, `h`, `d` or

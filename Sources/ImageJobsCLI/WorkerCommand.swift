@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
-import ImageGeneration
-import JobQueue
+import ImageJobs
+import JobEngine
 import Logging
 import Postgres
 import ServiceLifecycle

@@ -6,7 +6,7 @@
 //   imagejobs-chaos --bin PATH --pg-ctl "scripts/db.sh ctl" [--jobs 5000] [--workers 4] [--seed N]
 //                   [--scenarios clean,mix,outage,restart,zombie,soak] [--soak-jobs 20000]
 import Foundation
-import JobQueue
+import JobEngine
 import Logging
 import Postgres
 

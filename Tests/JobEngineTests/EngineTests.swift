@@ -3,7 +3,7 @@ import Postgres
 import TestSupport
 import Testing
 
-@testable import JobQueue
+@testable import JobEngine
 
 /// Claims like a worker does (one statement), for tests that drive the engine step by step.
 func claim(_ pool: PGPool, worker: String = "w1", limit: Int = 1, kinds: [String] = ["test.script", "image.generate"]) async throws -> [(id: UUID, attempt: Int)] {

@@ -1,5 +1,5 @@
 import Foundation
-import JobQueue
+import JobEngine
 import Logging
 
 /// What a generator is asked to draw.

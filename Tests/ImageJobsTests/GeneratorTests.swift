@@ -1,6 +1,6 @@
 import Foundation
-import ImageGeneration
-import JobQueue
+import ImageJobs
+import JobEngine
 import TestSupport
 import Testing
 

@@ -3,7 +3,7 @@ import Postgres
 import TestSupport
 import Testing
 
-@testable import JobQueue
+@testable import JobEngine
 
 @Suite("least privilege and SQL hygiene", .enabled(if: TestDatabase.isConfigured))
 struct SecurityTests {

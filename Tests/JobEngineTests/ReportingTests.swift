@@ -1,5 +1,5 @@
 import Foundation
-import JobQueue
+import JobEngine
 import Postgres
 import TestSupport
 import Testing

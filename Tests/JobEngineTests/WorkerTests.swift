@@ -4,7 +4,7 @@ import ServiceLifecycle
 import TestSupport
 import Testing
 
-@testable import JobQueue
+@testable import JobEngine
 
 /// A handler whose behaviour the test picks per job through `params.mode`.
 struct ScriptedHandler: JobHandler {

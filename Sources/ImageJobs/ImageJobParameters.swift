@@ -1,5 +1,5 @@
 import Foundation
-import JobQueue
+import JobEngine
 
 /// Limits on image parameters; every one configurable, the defaults what a real service accepts.
 public struct ImageLimits: Sendable, Equatable {

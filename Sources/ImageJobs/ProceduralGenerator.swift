@@ -1,5 +1,5 @@
 import Foundation
-import JobQueue
+import JobEngine
 
 /// The offline default: draws a deterministic picture from the prompt and seed.
 ///

@@ -1,5 +1,5 @@
 import Foundation
-import JobQueue
+import JobEngine
 
 #if canImport(FoundationNetworking)
 import FoundationNetworking
