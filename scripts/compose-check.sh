@@ -2,14 +2,11 @@
 # Validates docker-compose.yml against the Compose specification schema (check-jsonschema's
 # vendored copy of the schema, so the check itself asks no network), checks that every service's
 # command exists in the CLI, and that no ImageJobs service logs in as the database superuser.
-# The first run installs check-jsonschema from PyPI into .venv; later runs are offline.
+# The first run installs check-jsonschema from PyPI into .venv (scripts/python-env.sh); later
+# runs are offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv=.venv
-if [ ! -x "$venv/bin/check-jsonschema" ]; then
-    python3 -m venv "$venv" >/dev/null
-    "$venv/bin/pip" install -q check-jsonschema >/dev/null
-fi
+venv=$(dirname "$(dirname "$(scripts/python-env.sh)")")
 "$venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec docker-compose.yml
 
 bin=${IMAGEJOBS_BIN:-$(swift build --show-bin-path)/imagejobs}

@@ -29,6 +29,9 @@ fi
 swift build
 IMAGEJOBS_BIN="$(swift build --show-bin-path)/imagejobs"
 export IMAGEJOBS_BIN
+# A Python with psycopg: the tests enqueue through a SQL client this project did not write.
+IMAGEJOBS_PYTHON="$(scripts/python-env.sh)"
+export IMAGEJOBS_PYTHON
 scripts/compose-check.sh
 swift test
 # The fault drills restart and crash the server, so they run after the parallel tests, alone.

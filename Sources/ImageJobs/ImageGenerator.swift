@@ -60,7 +60,7 @@ public protocol ImageGenerator: Sendable {
 
 /// Runs `image.generate` jobs through a generator and stores the PNG with the completion.
 public struct ImageJobHandler: JobHandler {
-    public let kind = JobSpec.defaultKind
+    public let kind = ImageJob.kind
     let generator: any ImageGenerator
     let limits: ImageLimits
     /// Also write `<job id>.png` here.

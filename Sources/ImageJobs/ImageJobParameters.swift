@@ -81,7 +81,7 @@ public struct ImageJobParameters: Sendable, Equatable, Codable {
         if let model {
             let u = Array(model.utf8)
             func ok(_ c: UInt8) -> Bool { (65...90).contains(c) || (97...122).contains(c) || (48...57).contains(c) }
-            if !limits.modelLength.contains(model.count) || u.isEmpty || !ok(u[0])
+            if !limits.modelLength.contains(u.count) || u.isEmpty || !ok(u[0])
                 || !u.allSatisfy({ ok($0) || $0 == 46 || $0 == 95 || $0 == 58 || $0 == 47 || $0 == 45 }) {
                 throw fail("model", "model must be 1–\(limits.modelLength.upperBound) characters of letters, digits and . _ : / -")
             }
@@ -93,8 +93,10 @@ public struct ImageJobParameters: Sendable, Equatable, Codable {
         if required && text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
             throw fail("\(field) must not be empty")
         }
-        if text.count > limits.promptLength.upperBound {
-            throw fail("\(field) must be at most \(limits.promptLength.upperBound) characters, got \(text.count)")
+        // Characters are Unicode code points, as PostgreSQL counts them in submit_job.
+        let characters = text.unicodeScalars.count
+        if characters > limits.promptLength.upperBound {
+            throw fail("\(field) must be at most \(limits.promptLength.upperBound) characters, got \(characters)")
         }
         if text.utf8.count > limits.maxPromptBytes {
             throw fail("\(field) must be at most \(limits.maxPromptBytes) bytes of UTF-8, got \(text.utf8.count)")

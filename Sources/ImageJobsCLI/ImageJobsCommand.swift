@@ -84,28 +84,3 @@ extension ImageJobsCommand {
         }
     }
 }
-
-/// Shared validation for a job's options from flags or a batch file.
-struct JobInput {
-    var conversationID: UUID
-    var image: ImageJobParameters
-    var priority: JobPriority
-    var timeout: Double
-    var maxRetries: Int
-    var idempotencyKey: String?
-    var kind: String
-
-    func spec(index: Int? = nil) throws -> JobSpec {
-        try image.validate(index: index)
-        return JobSpec(
-            kind: kind, params: image.jsonObject, conversationID: conversationID, priority: priority,
-            timeout: .milliseconds(Int64((timeout * 1000).rounded())), maxRetries: maxRetries, idempotencyKey: idempotencyKey)
-    }
-
-    static func priority(_ text: String, index: Int? = nil) throws -> JobPriority {
-        guard let p = JobPriority(rawValue: text) else {
-            throw JobQueueError(.invalidInput, "priority must be high, normal or low, got \"\(text.prefix(20))\"", field: "priority", index: index)
-        }
-        return p
-    }
-}

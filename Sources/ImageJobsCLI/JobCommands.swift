@@ -24,7 +24,6 @@ extension ImageJobsCommand {
         @Option(help: "A batch file, or - for standard input.") var batch: String?
         @Option(help: "Drill: fail the first N attempts (0–5), to see retries.") var failAttempts: Int = 0
         @Option(help: "Drill: wait this many milliseconds before generating, to see timeouts.") var delayMs: Int = 0
-        @Option(help: .hidden) var kind: String = JobSpec.defaultKind
         @Flag(help: "Print JSON.") var json = false
 
         func validate() throws {
@@ -39,7 +38,7 @@ extension ImageJobsCommand {
         func run() async throws {
             try await runCommand {
                 if let batch {
-                    let specs = try BatchFile.parse(try BatchFile.read(batch), defaults: self)
+                    let specs = try BatchFile.parse(try BatchFile.read(batch))
                     let queue = try database.queue()
                     let submitted = try await queue.submitBatch(specs, conversationID: specs[0].conversationID)
                     if json { return try printJSON(submitted) }
@@ -47,13 +46,12 @@ extension ImageJobsCommand {
                     return
                 }
                 let conversationID = try parseUUID(conversation ?? "", field: "conversation")
-                let input = JobInput(
+                let spec = try ImageJob.spec(
                     conversationID: conversationID,
-                    image: ImageJobParameters(prompt: prompt ?? "", negativePrompt: negativePrompt, width: width, height: height,
-                                              steps: steps, seed: seed, model: model, failAttempts: failAttempts, delayMilliseconds: delayMs),
-                    priority: try JobInput.priority(priority), timeout: timeout, maxRetries: maxRetries,
-                    idempotencyKey: idempotencyKey, kind: kind)
-                let spec = try input.spec()
+                    parameters: ImageJobParameters(
+                        prompt: prompt ?? "", negativePrompt: negativePrompt, width: width, height: height, steps: steps, seed: seed,
+                        model: model, failAttempts: failAttempts, delayMilliseconds: delayMs),
+                    priority: try ImageJob.priority(priority), timeout: timeout, maxRetries: maxRetries, idempotencyKey: idempotencyKey)
                 let queue = try database.queue()
                 let (job, created) = try await queue.submit(spec)
                 if json { return try printJSON(job) }
@@ -199,11 +197,6 @@ extension ImageJobsCommand {
 
 /// Batch files: a JSON array of objects, or one object per line.
 enum BatchFile {
-    static let fields: Set<String> = [
-        "conversation_id", "prompt", "negative_prompt", "priority", "width", "height", "seed", "steps", "model", "timeout",
-        "max_retries", "idempotency_key", "fail_attempts", "delay_ms",
-    ]
-
     static func read(_ path: String) throws -> Data {
         if path == "-" { return FileHandle.standardInput.readDataToEndOfFile() }
         guard let data = FileManager.default.contents(atPath: path) else {
@@ -212,7 +205,7 @@ enum BatchFile {
         return data
     }
 
-    static func parse(_ data: Data, defaults: ImageJobsCommand.Submit) throws -> [JobSpec] {
+    static func parse(_ data: Data) throws -> [JobSpec] {
         guard let text = String(data: data, encoding: .utf8) else {
             throw CLIError.badInput("the batch file is not valid UTF-8")
         }
@@ -236,46 +229,7 @@ enum BatchFile {
             }
         }
         if objects.isEmpty { throw JobQueueError(.invalidInput, "the batch has no jobs", field: "jobs") }
-        return try objects.enumerated().map { i, any in try spec(any, index: i, defaults: defaults) }
-    }
-
-    static func spec(_ any: JSONValue, index i: Int, defaults: ImageJobsCommand.Submit) throws -> JobSpec {
-        func bad(_ field: String, _ message: String) -> JobQueueError { JobQueueError(.invalidInput, message, field: field, index: i) }
-        guard case .object(let o) = any else {
-            throw JobQueueError(.invalidInput, "each batch item must be a JSON object", index: i)
-        }
-        if let unknown = o.keys.sorted().first(where: { !fields.contains($0) }) {
-            throw bad(unknown, "unknown field \"\(unknown.prefix(40))\"; allowed: \(fields.sorted().joined(separator: ", "))")
-        }
-        func string(_ key: String) throws -> String? {
-            guard let v = o[key], v != .null else { return nil }
-            guard let s = v.stringValue else { throw bad(key, "\(key) must be a string") }
-            return s
-        }
-        func integer(_ key: String) throws -> Int64? {
-            guard let v = o[key], v != .null else { return nil }
-            guard let n = v.intValue else { throw bad(key, "\(key) must be an integer") }
-            return Int64(n)
-        }
-        func number(_ key: String) throws -> Double? {
-            guard let v = o[key], v != .null else { return nil }
-            guard let n = v.doubleValue else { throw bad(key, "\(key) must be a number") }
-            return n
-        }
-        guard let conversation = try string("conversation_id") else { throw bad("conversation_id", "conversation_id is required") }
-        guard let conversationID = UUID(uuidString: conversation) else { throw bad("conversation_id", "conversation_id is not a UUID") }
-        guard let prompt = try string("prompt") else { throw bad("prompt", "prompt is required") }
-        let input = JobInput(
-            conversationID: conversationID,
-            image: ImageJobParameters(
-                prompt: prompt, negativePrompt: try string("negative_prompt"), width: Int(try integer("width") ?? 512),
-                height: Int(try integer("height") ?? 512), steps: Int(try integer("steps") ?? 30), seed: try integer("seed"),
-                model: try string("model"), failAttempts: Int(try integer("fail_attempts") ?? 0),
-                delayMilliseconds: Int(try integer("delay_ms") ?? 0)),
-            priority: try JobInput.priority(try string("priority") ?? "normal", index: i),
-            timeout: try number("timeout") ?? 300, maxRetries: Int(try integer("max_retries") ?? 3),
-            idempotencyKey: try string("idempotency_key"), kind: defaults.kind)
-        return try input.spec(index: i)
+        return try objects.enumerated().map { i, item in try ImageJob.spec(item: item, index: i) }
     }
 }
 

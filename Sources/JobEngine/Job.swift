@@ -125,7 +125,7 @@ public enum JSONValue: Sendable, Equatable, Codable, Hashable {
 
 /// What to enqueue: one job.
 public struct JobSpec: Sendable, Equatable {
-    /// The handler that runs it (`image.generate` by default).
+    /// The handler that runs it.
     public var kind: String
     /// The handler's parameters, a JSON object of at most 64 KiB.
     public var params: [String: JSONValue]
@@ -141,7 +141,7 @@ public struct JobSpec: Sendable, Equatable {
     public var idempotencyKey: String?
 
     public init(
-        kind: String = JobSpec.defaultKind, params: [String: JSONValue], conversationID: UUID,
+        kind: String, params: [String: JSONValue], conversationID: UUID,
         priority: JobPriority = .normal, timeout: Duration = .seconds(300), maxRetries: Int = 3,
         backoff: RetryBackoff? = nil, idempotencyKey: String? = nil
     ) {
@@ -154,8 +154,6 @@ public struct JobSpec: Sendable, Equatable {
         self.backoff = backoff
         self.idempotencyKey = idempotencyKey
     }
-
-    public static let defaultKind = "image.generate"
 }
 
 /// A job as stored.

@@ -78,13 +78,14 @@ public final class JobQueue: Sendable {
         }
         let timeout = spec.timeout.seconds
         if !(limits.timeoutRange.contains(timeout)) {
-            throw fail("timeout", "timeout must be between \(Int(limits.timeoutRange.lowerBound)) and \(Int(limits.timeoutRange.upperBound)) seconds, got \(timeout)")
+            let got = timeout == timeout.rounded() && abs(timeout) < 1e15 ? "\(Int64(timeout))" : "\(timeout)"
+            throw fail("timeout", "timeout must be between \(Int(limits.timeoutRange.lowerBound)) and \(Int(limits.timeoutRange.upperBound)) seconds, got \(got)")
         }
         if !limits.maxRetriesRange.contains(spec.maxRetries) {
             throw fail("max_retries", "max_retries must be between \(limits.maxRetriesRange.lowerBound) and \(limits.maxRetriesRange.upperBound), got \(spec.maxRetries)")
         }
         if let key = spec.idempotencyKey {
-            if !limits.idempotencyKeyLength.contains(key.count) {
+            if !limits.idempotencyKeyLength.contains(key.unicodeScalars.count) {
                 throw fail("idempotency_key", "idempotency_key must be \(limits.idempotencyKeyLength.lowerBound)–\(limits.idempotencyKeyLength.upperBound) characters")
             }
             if key.unicodeScalars.contains(where: { $0.value == 0 }) { throw fail("idempotency_key", "idempotency_key must not contain NUL") }
@@ -203,7 +204,7 @@ public final class JobQueue: Sendable {
                 throw JobQueueError(.invalidInput, "idempotency_key repeats an earlier item of the batch", field: "idempotency_key", index: i)
             }
         }
-        if let key = idempotencyKey, !limits.idempotencyKeyLength.contains(key.count) {
+        if let key = idempotencyKey, !limits.idempotencyKeyLength.contains(key.unicodeScalars.count) {
             throw JobQueueError(.invalidInput, "the batch idempotency_key must be \(limits.idempotencyKeyLength.lowerBound)–\(limits.idempotencyKeyLength.upperBound) characters", field: "idempotency_key")
         }
         let batchID = UUIDv7.make()

@@ -56,6 +56,17 @@ public struct JobQueueError: Error, Sendable, CustomStringConvertible {
             if pg.sqlState == .uniqueViolation, pg.constraint == "jobs_idempotency_key" || pg.constraint == "batches_idempotency_key" {
                 return JobQueueError(.duplicate, "the idempotency key is already used in this conversation", field: "idempotency_key", jobID: jobID)
             }
+            if pg.sqlState == .invalidParameterValue, let field = pg.column, !field.isEmpty {
+                // submit_job's verdict on bad input: "item N: " for a batch item, then a message
+                // that names the field, never a value.
+                var message = Substring(pg.message)
+                var index: Int?
+                if message.hasPrefix("item "), let colon = message.firstIndex(of: ":"), let n = Int(message.dropFirst(5)[..<colon]) {
+                    index = n
+                    message = message[message.index(colon, offsetBy: 2)...]
+                }
+                return JobQueueError(.invalidInput, String(message), field: field, index: index, jobID: jobID)
+            }
             if pg.sqlState?.errorClass == "08" || pg.sqlState == .adminShutdown || pg.sqlState == .cannotConnectNow {
                 return JobQueueError(.databaseUnavailable, "the database is unavailable: \(pg)", jobID: jobID)
             }

@@ -16,6 +16,7 @@ public struct SQLState: Hashable, Sendable, ExpressibleByStringLiteral, CustomSt
     public static let connectionFailure: SQLState = "08006"
     public static let sqlClientUnableToEstablishConnection: SQLState = "08001"
     // Class 22 — Data Exception
+    public static let invalidParameterValue: SQLState = "22023"
     public static let invalidTextRepresentation: SQLState = "22P02"
     public static let characterNotInRepertoire: SQLState = "22021"
     public static let untranslatableCharacter: SQLState = "22P05"

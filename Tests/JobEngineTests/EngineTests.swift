@@ -120,7 +120,7 @@ struct EngineTests {
             #expect(job.errorMessage == "timed out after 7 s")
             // The default timeout is five minutes.
             #expect(try await queue.submit(Factory.spec()).job.timeout == 300)
-            #expect(JobSpec(params: [:], conversationID: UUID()).timeout == .seconds(300))
+            #expect(JobSpec(kind: "test.script", params: [:], conversationID: UUID()).timeout == .seconds(300))
         }
     }
 

@@ -59,6 +59,9 @@ struct SecurityTests {
                 // Clients write the delta of their own one-job submits (migration 0010).
                 ("INSERT INTO job_count_deltas VALUES (0, 'normal', now(), 1)", [true, false, false]),
                 ("SELECT * FROM schema_migrations", [false, false, false]),
+                // Enqueue from SQL (migration 0012): clients only.
+                ("SELECT submit_job('{\"conversation_id\": \"\(UUID().lowercasedString)\", \"prompt\": \"x\"}')", [true, false, false]),
+                ("SELECT * FROM submit_jobs('[{\"conversation_id\": \"\(UUID().lowercasedString)\", \"prompt\": \"x\"}]')", [true, false, false]),
             ]
             var mismatches: [String] = []
             for (sql, expected) in matrix {

@@ -1087,5 +1087,353 @@ extension Migration {
 
             """#
         ),
+        Migration(
+            version: 12, name: "submit_job",
+            up: #"""
+            -- 0012 submit_job
+            --
+            -- What it does: lets any client enqueue inside its own transaction, in SQL:
+            --   SELECT submit_job('{"conversation_id": "…", "prompt": "a lighthouse at dusk"}');
+            --   SELECT * FROM submit_jobs('[{…}, {…}]', 'batch-key');   -- a batch: batch_id, job_ids
+            -- The argument has the keys of one batch-file item: the image product's (conversation_id,
+            -- prompt, negative_prompt, width, height, steps, seed, model, priority, timeout, max_retries,
+            -- idempotency_key, and the drills' fail_attempts and delay_ms) when `kind` is absent or
+            -- 'image.generate'; for any other kind: kind, group_key (a UUID: the group a job belongs to,
+            -- stored where image jobs keep their conversation), params (a JSON object), priority,
+            -- timeout, max_retries, idempotency_key. The rules and messages are the Swift submit path's
+            -- (a test runs one bad-input matrix through both): a bad item raises SQLSTATE 22023 whose
+            -- message names the field and what is allowed, with the field also in the error's COLUMN,
+            -- and writes nothing. A job exists if and only if the caller's transaction commits; the
+            -- insert is counted for queue positions like any other; idle workers are woken by a NOTIFY
+            -- that PostgreSQL delivers at commit. An idempotency key already used in the group returns
+            -- the earlier job (or batch) and writes nothing.
+            --
+            -- Caveats: the functions run with the caller's rights (imagejobs_client has them; EXECUTE
+            -- is granted to it alone) and a search_path pinned to this schema. Prompt lengths count
+            -- Unicode code points, as the Swift path does.
+
+            -- A time-ordered UUID (version 7), as the library makes: new ids land at the right edge of
+            -- the primary key.
+            CREATE FUNCTION job_uuid_v7() RETURNS uuid
+            LANGUAGE sql VOLATILE AS $$
+                SELECT encode(
+                    set_bit(set_bit(
+                        overlay(uuid_send(gen_random_uuid())
+                                PLACING substring(int8send((extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
+                                FROM 1 FOR 6),
+                        52, 1), 53, 1),
+                    'hex')::uuid
+            $$;
+
+            -- Raises the submit path's error: "item N: " for a batch item, then the message, which starts
+            -- with the field's name (or is given it as a prefix).
+            CREATE FUNCTION job_input_error(item integer, field text, message text) RETURNS void
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION USING
+                    ERRCODE = 'invalid_parameter_value',
+                    MESSAGE = CASE WHEN item IS NULL THEN '' ELSE format('item %s: ', item) END
+                              || CASE WHEN field IS NULL OR starts_with(message, field) THEN message ELSE field || ': ' || message END,
+                    COLUMN = coalesce(field, '');
+            END
+            $$;
+
+            -- A value of an item: NULL when absent or JSON null; an error naming the key when it has
+            -- the wrong JSON type. Integers are numbers without a fraction (below 2^53).
+            CREATE FUNCTION job_item_text(job jsonb, key text, item integer) RETURNS text
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                IF coalesce(jsonb_typeof(job -> key), 'null') = 'null' THEN RETURN NULL; END IF;
+                IF jsonb_typeof(job -> key) <> 'string' THEN PERFORM job_input_error(item, key, key || ' must be a string'); END IF;
+                RETURN job ->> key;
+            END
+            $$;
+
+            CREATE FUNCTION job_item_number(job jsonb, key text, item integer) RETURNS numeric
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                IF coalesce(jsonb_typeof(job -> key), 'null') = 'null' THEN RETURN NULL; END IF;
+                IF jsonb_typeof(job -> key) <> 'number' THEN PERFORM job_input_error(item, key, key || ' must be a number'); END IF;
+                RETURN (job ->> key)::numeric;
+            END
+            $$;
+
+            CREATE FUNCTION job_item_integer(job jsonb, key text, item integer) RETURNS bigint
+            LANGUAGE plpgsql AS $$
+            DECLARE
+                n numeric;
+            BEGIN
+                IF coalesce(jsonb_typeof(job -> key), 'null') = 'null' THEN RETURN NULL; END IF;
+                IF jsonb_typeof(job -> key) = 'number' THEN n := (job ->> key)::numeric; END IF;
+                IF n IS NULL OR n <> trunc(n) OR abs(n) >= 9007000000000000 THEN
+                    PERFORM job_input_error(item, key, key || ' must be an integer');
+                END IF;
+                RETURN n::bigint;
+            END
+            $$;
+
+            -- A prompt-like text: not blank (when required), at most 4,000 code points and 16,000 bytes,
+            -- no control characters but tab and newline.
+            CREATE FUNCTION job_check_prompt(value text, field text, required boolean, item integer) RETURNS void
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                IF required AND value ~ '^[[:space:]]*$' THEN
+                    PERFORM job_input_error(item, field, field || ' must not be empty');
+                END IF;
+                IF length(value) > 4000 THEN
+                    PERFORM job_input_error(item, field, format('%s must be at most 4000 characters, got %s', field, length(value)));
+                END IF;
+                IF octet_length(value) > 16000 THEN
+                    PERFORM job_input_error(item, field, format('%s must be at most 16000 bytes of UTF-8, got %s', field, octet_length(value)));
+                END IF;
+                IF value ~ '[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]' THEN
+                    PERFORM job_input_error(item, field, field || ' must not contain control characters other than tab and newline');
+                END IF;
+            END
+            $$;
+
+            -- One item, checked and put in the form the inserts read: group, kind, params, priority,
+            -- max_retries, timeout_ms, idempotency_key.
+            CREATE FUNCTION job_item(job jsonb, item integer) RETURNS jsonb
+            LANGUAGE plpgsql AS $$
+            DECLARE
+                image_keys constant text[] := ARRAY['conversation_id', 'delay_ms', 'fail_attempts', 'height', 'idempotency_key', 'kind',
+                    'max_retries', 'model', 'negative_prompt', 'priority', 'prompt', 'seed', 'steps', 'timeout', 'width'];
+                generic_keys constant text[] := ARRAY['group_key', 'idempotency_key', 'kind', 'max_retries', 'params', 'priority', 'timeout'];
+                kind text;
+                allowed text[];
+                unknown text;
+                group_field text;
+                group_text text;
+                group_id uuid;
+                params jsonb;
+                prompt text;
+                negative_prompt text;
+                width bigint;
+                height bigint;
+                steps bigint;
+                seed bigint;
+                model text;
+                fail_attempts bigint;
+                delay_ms bigint;
+                priority text;
+                timeout numeric;
+                max_retries bigint;
+                idempotency_key text;
+            BEGIN
+                IF job IS NULL OR jsonb_typeof(job) <> 'object' THEN
+                    PERFORM job_input_error(item, NULL, CASE WHEN item IS NULL THEN 'a job must be a JSON object' ELSE 'each batch item must be a JSON object' END);
+                END IF;
+                kind := coalesce(job_item_text(job, 'kind', item), 'image.generate');
+                allowed := CASE WHEN kind = 'image.generate' THEN image_keys ELSE generic_keys END;
+                SELECT k INTO unknown FROM jsonb_object_keys(job) AS k WHERE k <> ALL (allowed) ORDER BY k COLLATE "C" LIMIT 1;
+                IF unknown IS NOT NULL THEN
+                    PERFORM job_input_error(item, unknown, format('unknown field "%s"; allowed: %s', left(unknown, 40), array_to_string(allowed, ', ')));
+                END IF;
+
+                group_field := CASE WHEN kind = 'image.generate' THEN 'conversation_id' ELSE 'group_key' END;
+                group_text := job_item_text(job, group_field, item);
+                IF group_text IS NULL THEN PERFORM job_input_error(item, group_field, group_field || ' is required'); END IF;
+                IF group_text !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+                    PERFORM job_input_error(item, group_field, group_field || ' is not a UUID');
+                END IF;
+                group_id := group_text::uuid;
+
+                IF kind = 'image.generate' THEN
+                    prompt := job_item_text(job, 'prompt', item);
+                    IF prompt IS NULL THEN PERFORM job_input_error(item, 'prompt', 'prompt is required'); END IF;
+                    negative_prompt := job_item_text(job, 'negative_prompt', item);
+                    width := coalesce(job_item_integer(job, 'width', item), 512);
+                    height := coalesce(job_item_integer(job, 'height', item), 512);
+                    steps := coalesce(job_item_integer(job, 'steps', item), 30);
+                    seed := job_item_integer(job, 'seed', item);
+                    model := job_item_text(job, 'model', item);
+                    fail_attempts := coalesce(job_item_integer(job, 'fail_attempts', item), 0);
+                    delay_ms := coalesce(job_item_integer(job, 'delay_ms', item), 0);
+                ELSE
+                    params := job -> 'params';
+                    IF params IS NULL OR jsonb_typeof(params) = 'null' THEN params := '{}'; END IF;
+                    IF jsonb_typeof(params) <> 'object' THEN PERFORM job_input_error(item, 'params', 'params must be a JSON object'); END IF;
+                END IF;
+                priority := coalesce(job_item_text(job, 'priority', item), 'normal');
+                IF priority NOT IN ('high', 'normal', 'low') THEN
+                    PERFORM job_input_error(item, 'priority', format('priority must be high, normal or low, got "%s"', left(priority, 20)));
+                END IF;
+                timeout := coalesce(job_item_number(job, 'timeout', item), 300);
+                max_retries := coalesce(job_item_integer(job, 'max_retries', item), 3);
+                idempotency_key := job_item_text(job, 'idempotency_key', item);
+
+                IF kind = 'image.generate' THEN
+                    PERFORM job_check_prompt(prompt, 'prompt', true, item);
+                    IF negative_prompt IS NOT NULL THEN PERFORM job_check_prompt(negative_prompt, 'negative_prompt', false, item); END IF;
+                    IF width NOT BETWEEN 64 AND 2048 OR width % 8 <> 0 THEN
+                        PERFORM job_input_error(item, 'width', format('width must be 64–2048 in steps of 8, got %s', width));
+                    END IF;
+                    IF height NOT BETWEEN 64 AND 2048 OR height % 8 <> 0 THEN
+                        PERFORM job_input_error(item, 'height', format('height must be 64–2048 in steps of 8, got %s', height));
+                    END IF;
+                    IF width * height > 4194304 THEN
+                        PERFORM job_input_error(item, 'width', format('width × height must be at most 4194304 pixels, got %s', width * height));
+                    END IF;
+                    IF steps NOT BETWEEN 1 AND 150 THEN
+                        PERFORM job_input_error(item, 'steps', format('steps must be 1–150, got %s', steps));
+                    END IF;
+                    IF seed NOT BETWEEN 0 AND 4294967295 THEN
+                        PERFORM job_input_error(item, 'seed', format('seed must be 0–4294967295, got %s', seed));
+                    END IF;
+                    IF fail_attempts NOT BETWEEN 0 AND 5 THEN
+                        PERFORM job_input_error(item, 'fail_attempts', format('fail_attempts must be 0–5, got %s', fail_attempts));
+                    END IF;
+                    IF delay_ms NOT BETWEEN 0 AND 600000 THEN
+                        PERFORM job_input_error(item, 'delay_ms', format('delay_ms must be 0–600000, got %s', delay_ms));
+                    END IF;
+                    IF model IS NOT NULL AND (length(model) NOT BETWEEN 1 AND 100 OR model !~ '^[A-Za-z0-9][A-Za-z0-9._:/-]*$') THEN
+                        PERFORM job_input_error(item, 'model', 'model must be 1–100 characters of letters, digits and . _ : / -');
+                    END IF;
+                    params := jsonb_strip_nulls(jsonb_build_object(
+                        'prompt', prompt, 'negative_prompt', negative_prompt, 'width', width, 'height', height, 'steps', steps,
+                        'seed', seed, 'model', model,
+                        'fail_attempts', nullif(fail_attempts, 0), 'delay_ms', nullif(delay_ms, 0)));
+                END IF;
+
+                IF length(kind) > 64 OR ascii(kind) NOT BETWEEN 97 AND 122 OR ltrim(kind, 'abcdefghijklmnopqrstuvwxyz0123456789_.-') <> '' THEN
+                    PERFORM job_input_error(item, 'kind', 'kind must be 1–64 lower-case letters, digits, ''.'', ''_'' or ''-'', starting with a letter');
+                END IF;
+                IF timeout NOT BETWEEN 1 AND 86400 THEN
+                    PERFORM job_input_error(item, 'timeout', format('timeout must be between 1 and 86400 seconds, got %s', timeout));
+                END IF;
+                IF max_retries NOT BETWEEN 0 AND 25 THEN
+                    PERFORM job_input_error(item, 'max_retries', format('max_retries must be between 0 and 25, got %s', max_retries));
+                END IF;
+                IF idempotency_key IS NOT NULL AND length(idempotency_key) NOT BETWEEN 1 AND 200 THEN
+                    PERFORM job_input_error(item, 'idempotency_key', 'idempotency_key must be 1–200 characters');
+                END IF;
+                IF octet_length(params::text) > 65536 THEN
+                    PERFORM job_input_error(item, 'params', format('parameters are %s bytes as JSON; at most 65536 are allowed', octet_length(params::text)));
+                END IF;
+
+                RETURN jsonb_build_object(
+                    'group', group_id, 'kind', kind, 'params', params, 'priority', priority, 'max_retries', max_retries,
+                    'timeout_ms', round(timeout * 1000), 'idempotency_key', idempotency_key);
+            END
+            $$;
+
+            CREATE FUNCTION submit_job(job jsonb) RETURNS uuid
+            LANGUAGE plpgsql AS $$
+            DECLARE
+                x constant jsonb := job_item(job, NULL);
+                new_id constant uuid := job_uuid_v7();
+                existing uuid;
+            BEGIN
+                INSERT INTO jobs (conversation_id, id, kind, params, priority, max_retries, timeout, idempotency_key)
+                VALUES ((x ->> 'group')::uuid, new_id, x ->> 'kind', x -> 'params', (x ->> 'priority')::job_priority,
+                        (x ->> 'max_retries')::int, (x ->> 'timeout_ms')::bigint * interval '1 millisecond', x ->> 'idempotency_key')
+                ON CONFLICT (conversation_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING;
+                IF NOT FOUND THEN
+                    SELECT j.id INTO existing FROM jobs j
+                    WHERE j.conversation_id = (x ->> 'group')::uuid AND j.idempotency_key = x ->> 'idempotency_key';
+                    RETURN existing;
+                END IF;
+                PERFORM pg_notify('imagejobs.' || current_schema(), 'job');
+                RETURN new_id;
+            END
+            $$;
+
+            CREATE FUNCTION submit_jobs(items jsonb, batch_idempotency_key text DEFAULT NULL)
+            RETURNS TABLE (batch_id uuid, job_ids uuid[])
+            LANGUAGE plpgsql AS $$
+            #variable_conflict use_column
+            DECLARE
+                n integer;
+                i integer;
+                x jsonb;
+                prepared jsonb := '[]';
+                first_group uuid;
+                group_field text;
+                seen_keys text[] := '{}';
+                new_batch constant uuid := job_uuid_v7();
+            BEGIN
+                IF items IS NULL OR jsonb_typeof(items) <> 'array' THEN
+                    PERFORM job_input_error(NULL, 'jobs', 'jobs must be a JSON array of job objects');
+                END IF;
+                n := jsonb_array_length(items);
+                IF n = 0 THEN PERFORM job_input_error(NULL, 'jobs', 'a batch needs at least one job'); END IF;
+                IF n > 10000 THEN PERFORM job_input_error(NULL, 'jobs', format('a batch holds at most 10000 jobs, got %s; split it', n)); END IF;
+                FOR i IN 0 .. n - 1 LOOP
+                    x := job_item(items -> i, i);
+                    group_field := CASE WHEN x ->> 'kind' = 'image.generate' THEN 'conversation_id' ELSE 'group_key' END;
+                    IF i = 0 THEN
+                        first_group := (x ->> 'group')::uuid;
+                    ELSIF (x ->> 'group')::uuid <> first_group THEN
+                        PERFORM job_input_error(i, group_field, format(
+                            '%s %s differs from the batch''s %s; every job of a batch belongs to one %s',
+                            group_field, x ->> 'group', first_group, CASE WHEN group_field = 'conversation_id' THEN 'conversation' ELSE 'group' END));
+                    END IF;
+                    IF x ->> 'idempotency_key' IS NOT NULL THEN
+                        IF x ->> 'idempotency_key' = ANY (seen_keys) THEN
+                            PERFORM job_input_error(i, 'idempotency_key', 'idempotency_key repeats an earlier item of the batch');
+                        END IF;
+                        seen_keys := seen_keys || (x ->> 'idempotency_key');
+                    END IF;
+                    prepared := prepared || jsonb_build_array(x || jsonb_build_object('ord', i, 'id', job_uuid_v7()));
+                END LOOP;
+                IF batch_idempotency_key IS NOT NULL AND length(batch_idempotency_key) NOT BETWEEN 1 AND 200 THEN
+                    PERFORM job_input_error(NULL, 'idempotency_key', 'the batch idempotency_key must be 1–200 characters');
+                END IF;
+
+                INSERT INTO batches (id, conversation_id, job_count, idempotency_key)
+                VALUES (new_batch, first_group, n, batch_idempotency_key)
+                ON CONFLICT ON CONSTRAINT batches_idempotency_key DO NOTHING;
+                IF NOT FOUND THEN
+                    RETURN QUERY
+                    SELECT b.id, array_agg(j.id ORDER BY j.seq)
+                    FROM batches b JOIN jobs j ON j.batch_id = b.id
+                    WHERE b.conversation_id = first_group AND b.idempotency_key = batch_idempotency_key
+                    GROUP BY b.id;
+                    RETURN;
+                END IF;
+                INSERT INTO jobs (conversation_id, batch_id, id, kind, params, priority, max_retries, timeout, idempotency_key)
+                SELECT first_group, new_batch, r.id, r.kind, r.params, r.priority::job_priority, r.max_retries,
+                       r.timeout_ms * interval '1 millisecond', r.idempotency_key
+                FROM jsonb_to_recordset(prepared) AS r(ord int, id uuid, kind text, params jsonb, priority text, max_retries int,
+                                                   timeout_ms bigint, idempotency_key text)
+                ORDER BY r.ord;
+                PERFORM pg_notify('imagejobs.' || current_schema(), 'batch');
+                RETURN QUERY
+                SELECT new_batch, array_agg((r ->> 'id')::uuid ORDER BY (r ->> 'ord')::int) FROM jsonb_array_elements(prepared) AS r;
+            END
+            $$;
+
+            -- Run in this schema whatever the caller's search_path; callable by clients only.
+            DO $$
+            DECLARE
+                f text;
+            BEGIN
+                FOREACH f IN ARRAY ARRAY['job_uuid_v7()', 'job_input_error(integer, text, text)', 'job_item_text(jsonb, text, integer)',
+                    'job_item_number(jsonb, text, integer)', 'job_item_integer(jsonb, text, integer)',
+                    'job_check_prompt(text, text, boolean, integer)', 'job_item(jsonb, integer)', 'submit_job(jsonb)',
+                    'submit_jobs(jsonb, text)'] LOOP
+                    EXECUTE format('ALTER FUNCTION %s SET search_path = %I, pg_temp', f, current_schema());
+                    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+                    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO imagejobs_client', f);
+                END LOOP;
+            END
+            $$;
+
+            """#,
+            down: #"""
+            -- 0012 submit_job, reverted: drops the SQL submit functions (jobs submitted through them stay).
+            DROP FUNCTION submit_jobs(jsonb, text);
+            DROP FUNCTION submit_job(jsonb);
+            DROP FUNCTION job_item(jsonb, integer);
+            DROP FUNCTION job_check_prompt(text, text, boolean, integer);
+            DROP FUNCTION job_item_integer(jsonb, text, integer);
+            DROP FUNCTION job_item_number(jsonb, text, integer);
+            DROP FUNCTION job_item_text(jsonb, text, integer);
+            DROP FUNCTION job_input_error(integer, text, text);
+            DROP FUNCTION job_uuid_v7();
+
+            """#
+        ),
     ]
 }
