@@ -23,7 +23,7 @@ public enum ImageJob {
     ) throws -> JobSpec {
         try parameters.validate(index: index)
         return JobSpec(
-            kind: kind, params: parameters.jsonObject, conversationID: conversationID, priority: priority,
+            kind: kind, params: parameters.jsonObject, groupID: conversationID, priority: priority,
             timeout: .milliseconds(Int64((timeout * 1000).rounded())), maxRetries: maxRetries, idempotencyKey: idempotencyKey)
     }
 
@@ -69,6 +69,29 @@ public enum ImageJob {
             priority: try priority(try string("priority") ?? "normal", index: index),
             timeout: try number("timeout") ?? 300, maxRetries: Int(try integer("max_retries") ?? 3),
             idempotencyKey: try string("idempotency_key"), index: index)
+    }
+
+    /// Reads the items of a batch, in order: each item, then that it belongs to the first
+    /// item's conversation, then that its idempotency key is not an earlier item's.
+    /// - Returns: the specs and their conversation, for ``JobQueue/submitBatch(_:groupID:idempotencyKey:)``.
+    public static func batch(items: [JSONValue]) throws -> (specs: [JobSpec], conversationID: UUID) {
+        guard !items.isEmpty else { throw JobQueueError(.invalidInput, "a batch needs at least one job", field: "jobs") }
+        var specs: [JobSpec] = []
+        var keys = Set<String>()
+        for (i, item) in items.enumerated() {
+            let spec = try spec(item: item, index: i)
+            if let first = specs.first, spec.groupID != first.groupID {
+                throw JobQueueError(
+                    .invalidInput,
+                    "conversation_id \(spec.groupID.lowercasedString) differs from the batch's \(first.groupID.lowercasedString); every job of a batch belongs to one conversation",
+                    field: "conversation_id", index: i)
+            }
+            if let key = spec.idempotencyKey, !keys.insert(key).inserted {
+                throw JobQueueError(.invalidInput, "idempotency_key repeats an earlier item of the batch", field: "idempotency_key", index: i)
+            }
+            specs.append(spec)
+        }
+        return (specs, specs[0].groupID)
     }
 
     /// A priority by name.

@@ -151,7 +151,7 @@ struct Bench {
     }
 
     func noopSpec(_ i: Int, conversation: UUID) -> JobSpec {
-        JobSpec(kind: "bench.noop", params: ["i": .number(Double(i)), "t0": .number(Date().timeIntervalSince1970)], conversationID: conversation)
+        JobSpec(kind: "bench.noop", params: ["i": .number(Double(i)), "t0": .number(Date().timeIntervalSince1970)], groupID: conversation)
     }
 
     // MARK: Enqueue
@@ -186,7 +186,7 @@ struct Bench {
                 let count = min(size, n - i)
                 let specs = (i..<(i + count)).map { noopSpec($0, conversation: conversation) }
                 let t = Date()
-                _ = try await queue.submitBatch(specs, conversationID: conversation)
+                _ = try await queue.submitBatch(specs, groupID: conversation)
                 latencies.append(Date().timeIntervalSince(t) * 1000)
                 i += count
             }
@@ -207,7 +207,7 @@ struct Bench {
         var i = 0
         while i < count {
             let chunk = min(10_000, count - i)
-            _ = try await queue.submitBatch((i..<(i + chunk)).map { noopSpec($0, conversation: conversation) }, conversationID: conversation)
+            _ = try await queue.submitBatch((i..<(i + chunk)).map { noopSpec($0, conversation: conversation) }, groupID: conversation)
             i += chunk
         }
         try await queue.pool.query("ANALYZE jobs")
@@ -342,7 +342,7 @@ struct Bench {
             if wait > 0 { try await Task.sleep(for: .milliseconds(Int64(wait * 1000))) }
             let t0 = Date()
             t0s[k] = t0.timeIntervalSince1970
-            _ = try await producer.submit(JobSpec(kind: "bench.noop", params: ["i": .number(Double(k)), "t0": .number(t0s[k])], conversationID: conversation))
+            _ = try await producer.submit(JobSpec(kind: "bench.noop", params: ["i": .number(Double(k)), "t0": .number(t0s[k])], groupID: conversation))
             calls.append(Date().timeIntervalSince(t0) * 1000)
         }
         let achieved = Double(total) / Date().timeIntervalSince(start)
@@ -372,7 +372,7 @@ struct Bench {
         // Jobs created over the last `pending` milliseconds, a third of each priority.
         try await queue.pool.query(
             """
-            INSERT INTO jobs (id, conversation_id, kind, params, priority, created_at, next_attempt_at)
+            INSERT INTO jobs (id, group_id, kind, params, priority, created_at, next_attempt_at)
             SELECT gen_random_uuid(), gen_random_uuid(), 'bench.noop', jsonb_build_object('i', g),
                    (ARRAY['high', 'normal', 'low'])[1 + g % 3]::job_priority,
                    now() - (\(pending) - g) * interval '1 millisecond', now() - (\(pending) - g) * interval '1 millisecond'

@@ -38,16 +38,15 @@ extension ImageJobsCommand {
         func run() async throws {
             try await runCommand {
                 if let batch {
-                    let specs = try BatchFile.parse(try BatchFile.read(batch))
+                    let (specs, conversationID) = try ImageJob.batch(items: try BatchFile.parse(try BatchFile.read(batch)))
                     let queue = try database.queue()
-                    let submitted = try await queue.submitBatch(specs, conversationID: specs[0].conversationID)
+                    let submitted = try await queue.submitBatch(specs, groupID: conversationID)
                     if json { return try printJSON(submitted) }
                     print("batch \(submitted.batchID.lowercasedString): \(submitted.jobIDs.count) jobs submitted")
                     return
                 }
-                let conversationID = try parseUUID(conversation ?? "", field: "conversation")
                 let spec = try ImageJob.spec(
-                    conversationID: conversationID,
+                    conversationID: try parseUUID(conversation ?? "", field: "conversation"),
                     parameters: ImageJobParameters(
                         prompt: prompt ?? "", negativePrompt: negativePrompt, width: width, height: height, steps: steps, seed: seed,
                         model: model, failAttempts: failAttempts, delayMilliseconds: delayMs),
@@ -74,7 +73,7 @@ extension ImageJobsCommand {
                 if json { return try printJSON(JobWithResult(job: job, result: result)) }
                 var rows: [[String]] = [
                     ["id", job.id.lowercasedString], ["status", job.status.rawValue], ["priority", job.priority.rawValue],
-                    ["kind", job.kind], ["conversation", job.conversationID.lowercasedString],
+                    ["kind", job.kind], ["conversation", job.groupID.lowercasedString],
                     ["batch", job.batchID?.lowercasedString ?? "-"],
                     ["retry_count", "\(job.retryCount) of \(job.maxRetries)"], ["attempt", "\(job.attempt)"],
                     ["timeout", "\(Int(job.timeout)) s"], ["created_at", ISO8601.format(job.createdAt)],
@@ -131,7 +130,7 @@ extension ImageJobsCommand {
                     return s
                 }
                 let jobs = try await database.queue().list(
-                    conversationID: try conversation.map { try parseUUID($0, field: "conversation") },
+                    groupID: try conversation.map { try parseUUID($0, field: "conversation") },
                     batchID: try batch.map { try parseUUID($0, field: "batch") }, status: statusValue, limit: limit)
                 if json { return try printJSON(jobs) }
                 print(table(["id", "status", "priority", "retries", "created_at"], jobs.map {
@@ -205,7 +204,8 @@ enum BatchFile {
         return data
     }
 
-    static func parse(_ data: Data) throws -> [JobSpec] {
+    /// The file's items, each a JSON value, in order.
+    static func parse(_ data: Data) throws -> [JSONValue] {
         guard let text = String(data: data, encoding: .utf8) else {
             throw CLIError.badInput("the batch file is not valid UTF-8")
         }
@@ -228,8 +228,7 @@ enum BatchFile {
                 objects.append(o)
             }
         }
-        if objects.isEmpty { throw JobQueueError(.invalidInput, "the batch has no jobs", field: "jobs") }
-        return try objects.enumerated().map { i, item in try ImageJob.spec(item: item, index: i) }
+        return objects
     }
 }
 

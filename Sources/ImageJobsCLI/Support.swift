@@ -96,6 +96,8 @@ func parseUUID(_ text: String, field: String) throws -> UUID {
     return id
 }
 
+/// Prints a value as JSON. The engine's `group_id` is the image product's conversation, so it
+/// is printed as `conversation_id`, the name every other door of the product uses.
 func printJSON(_ value: some Encodable) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
@@ -103,7 +105,19 @@ func printJSON(_ value: some Encodable) throws {
         var c = encoder.singleValueContainer()
         try c.encode(ISO8601.format(date))
     }
-    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+    let engineJSON = try JSONDecoder().decode(JSONValue.self, from: try encoder.encode(value))
+    print(String(decoding: try encoder.encode(productNames(engineJSON)), as: UTF8.self))
+}
+
+private func productNames(_ value: JSONValue) -> JSONValue {
+    switch value {
+    case .object(let o):
+        return .object(Dictionary(uniqueKeysWithValues: o.map { ($0.key == "group_id" ? "conversation_id" : $0.key, productNames($0.value)) }))
+    case .array(let a):
+        return .array(a.map(productNames))
+    default:
+        return value
+    }
 }
 
 enum ISO8601 {

@@ -129,7 +129,10 @@ public struct JobSpec: Sendable, Equatable {
     public var kind: String
     /// The handler's parameters, a JSON object of at most 64 KiB.
     public var params: [String: JSONValue]
-    public var conversationID: UUID
+    /// The group the job belongs to: a batch holds jobs of one group, idempotency keys are
+    /// unique per group. An application names its own groups (the image product uses the
+    /// conversation's id; any name maps to a UUID by version 5).
+    public var groupID: UUID
     public var priority: JobPriority
     /// Wall-clock limit of one attempt. Defaults to 300 s.
     public var timeout: Duration
@@ -137,17 +140,17 @@ public struct JobSpec: Sendable, Equatable {
     public var maxRetries: Int
     /// Overrides the queue's backoff for this job.
     public var backoff: RetryBackoff?
-    /// A retried submit with the same key (in the same conversation) returns the first job.
+    /// A retried submit with the same key (in the same group) returns the first job.
     public var idempotencyKey: String?
 
     public init(
-        kind: String, params: [String: JSONValue], conversationID: UUID,
+        kind: String, params: [String: JSONValue], groupID: UUID,
         priority: JobPriority = .normal, timeout: Duration = .seconds(300), maxRetries: Int = 3,
         backoff: RetryBackoff? = nil, idempotencyKey: String? = nil
     ) {
         self.kind = kind
         self.params = params
-        self.conversationID = conversationID
+        self.groupID = groupID
         self.priority = priority
         self.timeout = timeout
         self.maxRetries = maxRetries
@@ -159,7 +162,7 @@ public struct JobSpec: Sendable, Equatable {
 /// A job as stored.
 public struct Job: Sendable, Equatable, Codable {
     public var id: UUID
-    public var conversationID: UUID
+    public var groupID: UUID
     public var batchID: UUID?
     public var kind: String
     public var params: [String: JSONValue]
@@ -184,7 +187,7 @@ public struct Job: Sendable, Equatable, Codable {
 
     enum CodingKeys: String, CodingKey {
         case id, kind, params, priority, status, attempt, timeout, errors
-        case conversationID = "conversation_id", batchID = "batch_id", retryCount = "retry_count"
+        case groupID = "group_id", batchID = "batch_id", retryCount = "retry_count"
         case maxRetries = "max_retries", nextAttemptAt = "next_attempt_at", workerID = "worker_id"
         case createdAt = "created_at", startedAt = "started_at", heartbeatAt = "heartbeat_at"
         case deadlineAt = "deadline_at", finishedAt = "finished_at", errorMessage = "error_message"
@@ -194,7 +197,7 @@ public struct Job: Sendable, Equatable, Codable {
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encodeID(id, forKey: .id)
-        try c.encodeID(conversationID, forKey: .conversationID)
+        try c.encodeID(groupID, forKey: .groupID)
         try c.encodeID(batchID, forKey: .batchID)
         try c.encode(kind, forKey: .kind)
         try c.encode(params, forKey: .params)
@@ -258,7 +261,7 @@ public struct QueuePosition: Sendable, Equatable, Codable {
 /// The jobs of a batch, counted per status.
 public struct BatchProgress: Sendable, Equatable, Codable {
     public var batchID: UUID
-    public var conversationID: UUID
+    public var groupID: UUID
     public var total: Int
     public var counts: [String: Int]
     public var createdAt: Date
@@ -269,13 +272,13 @@ public struct BatchProgress: Sendable, Equatable, Codable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case batchID = "batch_id", conversationID = "conversation_id", total, counts, createdAt = "created_at"
+        case batchID = "batch_id", groupID = "group_id", total, counts, createdAt = "created_at"
     }
 
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encodeID(batchID, forKey: .batchID)
-        try c.encodeID(conversationID, forKey: .conversationID)
+        try c.encodeID(groupID, forKey: .groupID)
         try c.encode(total, forKey: .total)
         try c.encode(counts, forKey: .counts)
         try c.encode(createdAt, forKey: .createdAt)

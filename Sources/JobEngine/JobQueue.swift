@@ -111,7 +111,7 @@ public final class JobQueue: Sendable {
         return u.allSatisfy { (97...122).contains($0) || (48...57).contains($0) || $0 == 95 || $0 == 46 || $0 == 45 }
     }
 
-    /// Submits one job. With an idempotency key already used in the conversation, returns the
+    /// Submits one job. With an idempotency key already used in the group, returns the
     /// earlier job and `created == false` (nothing new is written).
     public func submit(_ spec: JobSpec) async throws -> (job: Job, created: Bool) {
         let params = try validatedParams(spec)
@@ -143,12 +143,12 @@ public final class JobQueue: Sendable {
             }
             let row = JobSQL.insertRow(spec, id: id, ord: 0, params: params)
             var rows = try await connection.query(
-                JobSQL.insertJob(row, conversationID: spec.conversationID, idempotencyKey: spec.idempotencyKey, channel: channel, notify: notify)
+                JobSQL.insertJob(row, groupID: spec.groupID, idempotencyKey: spec.idempotencyKey, channel: channel, notify: notify)
                     .named("JobSQL.insertJob"))
             if rows.isEmpty, spec.idempotencyKey != nil {
                 // The conflicting job committed after this statement's snapshot was taken: ask again.
                 rows = try await connection.query(
-                    JobSQL.insertJob(row, conversationID: spec.conversationID, idempotencyKey: spec.idempotencyKey, channel: channel, notify: false)
+                    JobSQL.insertJob(row, groupID: spec.groupID, idempotencyKey: spec.idempotencyKey, channel: channel, notify: false)
                         .named("JobSQL.insertJob"))
             }
             guard let first = rows.first else {
@@ -169,20 +169,20 @@ public final class JobQueue: Sendable {
     /// The job just inserted, from its spec and the row's database timestamps.
     private func newJob(_ spec: JobSpec, id: UUID, row: PGRow) throws -> Job {
         Job(
-            id: id, conversationID: spec.conversationID, batchID: nil, kind: spec.kind, params: spec.params,
+            id: id, groupID: spec.groupID, batchID: nil, kind: spec.kind, params: spec.params,
             priority: spec.priority, status: .pending, retryCount: 0, maxRetries: spec.maxRetries, attempt: 0,
             timeout: spec.timeout.seconds, nextAttemptAt: try row.decode("next_attempt_at"), workerID: nil,
             createdAt: try row.decode("created_at"), startedAt: nil, heartbeatAt: nil, deadlineAt: nil, finishedAt: nil,
             errorMessage: nil, errors: [], idempotencyKey: spec.idempotencyKey)
     }
 
-    /// Submits many jobs of one conversation as a batch, all or nothing, in one statement.
+    /// Submits many jobs of one group as a batch, all or nothing, in one statement.
     ///
-    /// Every spec is validated first; the first invalid item (or one of another conversation)
+    /// Every spec is validated first; the first invalid item (or one of another group)
     /// rejects the whole batch, naming its index and field, and nothing is written.
     /// - Parameter idempotencyKey: a resubmit with the same key returns the first batch.
     public func submitBatch(
-        _ specs: [JobSpec], conversationID: UUID, idempotencyKey: String? = nil
+        _ specs: [JobSpec], groupID: UUID, idempotencyKey: String? = nil
     ) async throws -> SubmittedBatch {
         if specs.isEmpty {
             throw JobQueueError(.invalidInput, "a batch needs at least one job", field: "jobs")
@@ -194,10 +194,10 @@ public final class JobQueue: Sendable {
         var params: [[UInt8]] = []
         params.reserveCapacity(specs.count)
         for (i, spec) in specs.enumerated() {
-            if spec.conversationID != conversationID {
+            if spec.groupID != groupID {
                 throw JobQueueError(
-                    .invalidInput, "conversation_id \(spec.conversationID.lowercasedString) differs from the batch's \(conversationID.lowercasedString); every job of a batch belongs to one conversation",
-                    field: "conversation_id", index: i)
+                    .invalidInput, "group_id \(spec.groupID.lowercasedString) differs from the batch's \(groupID.lowercasedString); every job of a batch belongs to one group",
+                    field: "group_id", index: i)
             }
             params.append(try validatedParams(spec, index: i))
             if let key = spec.idempotencyKey, !keys.insert(key).inserted {
@@ -214,14 +214,14 @@ public final class JobQueue: Sendable {
             let channel = try await channel()
             try await pool.query(
                 JobSQL.insertBatch(
-                    batchID: batchID, conversationID: conversationID, idempotencyKey: idempotencyKey, rows: rows,
+                    batchID: batchID, groupID: groupID, idempotencyKey: idempotencyKey, rows: rows,
                     channel: channel, notify: notify
                 ).named("JobSQL.insertBatch"))
             return SubmittedBatch(batchID: batchID, jobIDs: ids, created: true)
         } catch let error as PGError where error.sqlState == .uniqueViolation && error.constraint == "batches_idempotency_key" {
             guard let key = idempotencyKey,
                 let row = try await pool.query(
-                    JobSQL.batchByIdempotencyKey(conversationID: conversationID, key: key).named("JobSQL.batchByIdempotencyKey")
+                    JobSQL.batchByIdempotencyKey(groupID: groupID, key: key).named("JobSQL.batchByIdempotencyKey")
                 ).first
             else { throw JobQueueError.from(error) }
             return SubmittedBatch(batchID: try row.decode("batch_id"), jobIDs: try row.decode("job_ids"), created: false)
@@ -270,14 +270,14 @@ public final class JobQueue: Sendable {
         return (try row.decode("position"), try row.decode("ahead_higher"))
     }
 
-    /// Jobs by conversation, batch and status, newest first.
-    public func list(conversationID: UUID? = nil, batchID: UUID? = nil, status: JobStatus? = nil, limit: Int = 50) async throws -> [Job] {
+    /// Jobs by group, batch and status, newest first.
+    public func list(groupID: UUID? = nil, batchID: UUID? = nil, status: JobStatus? = nil, limit: Int = 50) async throws -> [Job] {
         guard (1...10_000).contains(limit) else {
             throw JobQueueError(.invalidInput, "limit must be between 1 and 10000", field: "limit")
         }
         do {
             return try await pool.query(
-                JobSQL.list(conversationID: conversationID, batchID: batchID, status: status, limit: limit).named("JobSQL.list")
+                JobSQL.list(groupID: groupID, batchID: batchID, status: status, limit: limit).named("JobSQL.list")
             ).map(JobSQL.decodeJob)
         } catch {
             throw JobQueueError.from(error)
@@ -295,7 +295,7 @@ public final class JobQueue: Sendable {
                 if let status: String = try row.decode("status") { counts[status] = try row.decode("n") }
             }
             return BatchProgress(
-                batchID: id, conversationID: try first.decode("conversation_id"), total: try first.decode("job_count"),
+                batchID: id, groupID: try first.decode("group_id"), total: try first.decode("job_count"),
                 counts: counts, createdAt: try first.decode("created_at"))
         } catch {
             throw JobQueueError.from(error)

@@ -16,7 +16,7 @@ public struct JobQueueError: Error, Sendable, CustomStringConvertible {
         public static let databaseUnavailable = Code("database_unavailable")
         /// The database refused the statement.
         public static let database = Code("database")
-        /// An idempotency key is already used by a different job of the conversation.
+        /// An idempotency key is already used by a different job of the group.
         public static let duplicate = Code("duplicate")
         public var description: String { raw }
     }
@@ -54,7 +54,7 @@ public struct JobQueueError: Error, Sendable, CustomStringConvertible {
             return JobQueueError(.databaseUnavailable, "the database is unavailable: \(pg)", jobID: jobID)
         default:
             if pg.sqlState == .uniqueViolation, pg.constraint == "jobs_idempotency_key" || pg.constraint == "batches_idempotency_key" {
-                return JobQueueError(.duplicate, "the idempotency key is already used in this conversation", field: "idempotency_key", jobID: jobID)
+                return JobQueueError(.duplicate, "the idempotency key is already used in this group", field: "idempotency_key", jobID: jobID)
             }
             if pg.sqlState == .invalidParameterValue, let field = pg.column, !field.isEmpty {
                 // submit_job's verdict on bad input: "item N: " for a batch item, then a message

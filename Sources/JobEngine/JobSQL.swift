@@ -10,7 +10,7 @@ import Postgres
 enum JobSQL {
     /// The columns of ``Job``, in the order ``decodeJob(_:)`` reads them.
     static let jobColumns = """
-        j.id, j.conversation_id, j.batch_id, j.kind, j.params::text AS params, j.priority, j.status,
+        j.id, j.group_id, j.batch_id, j.kind, j.params::text AS params, j.priority, j.status,
         j.retry_count, j.max_retries, j.attempt, extract(epoch FROM j.timeout)::float8 AS timeout_s,
         j.next_attempt_at, j.worker_id, j.created_at, j.started_at, j.heartbeat_at, j.deadline_at,
         j.finished_at, j.error_message, j.errors::text AS errors, j.idempotency_key
@@ -18,7 +18,7 @@ enum JobSQL {
 
     static func decodeJob(_ row: PGRow) throws -> Job {
         Job(
-            id: try row.decode("id"), conversationID: try row.decode("conversation_id"), batchID: try row.decode("batch_id"),
+            id: try row.decode("id"), groupID: try row.decode("group_id"), batchID: try row.decode("batch_id"),
             kind: try row.decode("kind"), params: try jsonObject(row, "params"), priority: try row.decode("priority"),
             status: try row.decode("status"), retryCount: try row.decode("retry_count"), maxRetries: try row.decode("max_retries"),
             attempt: try row.decode("attempt"), timeout: try row.decode("timeout_s"), nextAttemptAt: try row.decode("next_attempt_at"),
@@ -124,9 +124,9 @@ enum JobSQL {
     static func insertJobWithoutKey(_ spec: JobSpec, id: UUID, params: [UInt8], channel: String, notify: Bool) -> PGQuery {
         """
         WITH ins AS (
-            INSERT INTO jobs (conversation_id, id, kind, params, priority, max_retries, timeout,
+            INSERT INTO jobs (group_id, id, kind, params, priority, max_retries, timeout,
                               backoff_base, backoff_cap, backoff_jitter)
-            VALUES (\(spec.conversationID)::uuid, \(id)::uuid, \(spec.kind)::text, \(JSONText(text: String(decoding: params, as: UTF8.self)))::jsonb,
+            VALUES (\(spec.groupID)::uuid, \(id)::uuid, \(spec.kind)::text, \(JSONText(text: String(decoding: params, as: UTF8.self)))::jsonb,
                     \(spec.priority.rawValue)::job_priority, \(spec.maxRetries)::int,
                     \(spec.timeout.milliseconds)::bigint * interval '1 millisecond',
                     \(spec.backoff?.base.milliseconds)::bigint * interval '1 millisecond',
@@ -143,18 +143,18 @@ enum JobSQL {
         """
     }
 
-    /// Inserts one job; with an idempotency key already used in the conversation, returns
+    /// Inserts one job; with an idempotency key already used in the group, returns
     /// the earlier job instead (`inserted` false). Wakes idle workers at commit.
     /// Returns the new job's timestamps only (the caller knows the rest), or with an
-    /// idempotency key already used in the conversation, the earlier job in full.
-    static func insertJob(_ row: InsertRow, conversationID: UUID, idempotencyKey: String?, channel: String, notify: Bool) -> PGQuery {
+    /// idempotency key already used in the group, the earlier job in full.
+    static func insertJob(_ row: InsertRow, groupID: UUID, idempotencyKey: String?, channel: String, notify: Bool) -> PGQuery {
         """
         WITH ins AS (
-            INSERT INTO jobs (conversation_id, id, kind, params, priority, max_retries, timeout,
+            INSERT INTO jobs (group_id, id, kind, params, priority, max_retries, timeout,
                               backoff_base, backoff_cap, backoff_jitter, idempotency_key)
-            SELECT \(conversationID), \(unsafeSQL: recordColumns)
+            SELECT \(groupID), \(unsafeSQL: recordColumns)
             FROM jsonb_to_record(\(JSONText(text: String(decoding: row.bytes, as: UTF8.self)))::jsonb) AS \(unsafeSQL: recordType)
-            ON CONFLICT (conversation_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+            ON CONFLICT (group_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING id, created_at, next_attempt_at
         )
         SELECT true AS inserted, created_at, next_attempt_at, NULL::text AS existing,
@@ -163,7 +163,7 @@ enum JobSQL {
         UNION ALL
         SELECT false, j.created_at, j.next_attempt_at, j.id::text, NULL
         FROM jobs j
-        WHERE j.conversation_id = \(conversationID) AND j.idempotency_key = \(idempotencyKey)
+        WHERE j.group_id = \(groupID) AND j.idempotency_key = \(idempotencyKey)
           AND NOT EXISTS (SELECT 1 FROM ins)
         """
     }
@@ -171,17 +171,17 @@ enum JobSQL {
     /// Inserts a batch row and all its jobs in one statement (so one round trip and one
     /// transaction): the jobs travel as one `jsonb` array, never as one parameter per value.
     static func insertBatch(
-        batchID: UUID, conversationID: UUID, idempotencyKey: String?, rows: [InsertRow], channel: String, notify: Bool
+        batchID: UUID, groupID: UUID, idempotencyKey: String?, rows: [InsertRow], channel: String, notify: Bool
     ) -> PGQuery {
         """
         WITH batch AS (
-            INSERT INTO batches (id, conversation_id, job_count, idempotency_key)
-            VALUES (\(batchID), \(conversationID), \(rows.count), \(idempotencyKey))
+            INSERT INTO batches (id, group_id, job_count, idempotency_key)
+            VALUES (\(batchID), \(groupID), \(rows.count), \(idempotencyKey))
             RETURNING id
         ), ins AS (
-            INSERT INTO jobs (conversation_id, batch_id, id, kind, params, priority, max_retries, timeout,
+            INSERT INTO jobs (group_id, batch_id, id, kind, params, priority, max_retries, timeout,
                               backoff_base, backoff_cap, backoff_jitter, idempotency_key)
-            SELECT \(conversationID), (SELECT id FROM batch), \(unsafeSQL: recordColumns)
+            SELECT \(groupID), (SELECT id FROM batch), \(unsafeSQL: recordColumns)
             FROM jsonb_to_recordset(\(JSONText(text: rowsArray(rows)))::jsonb) AS \(unsafeSQL: recordType)
             ORDER BY x.ord
             RETURNING id
@@ -192,11 +192,11 @@ enum JobSQL {
     }
 
     /// The job ids of an existing batch, for an idempotent batch resubmit.
-    static func batchByIdempotencyKey(conversationID: UUID, key: String) -> PGQuery {
+    static func batchByIdempotencyKey(groupID: UUID, key: String) -> PGQuery {
         """
         SELECT b.id AS batch_id, array_agg(j.id ORDER BY j.seq) AS job_ids
         FROM batches b JOIN jobs j ON j.batch_id = b.id
-        WHERE b.conversation_id = \(conversationID) AND b.idempotency_key = \(key)
+        WHERE b.group_id = \(groupID) AND b.idempotency_key = \(key)
         GROUP BY b.id
         """
     }
@@ -206,12 +206,12 @@ enum JobSQL {
         "SELECT \(unsafeSQL: jobColumns) FROM jobs j WHERE j.id = \(id)"
     }
 
-    /// Jobs filtered by conversation, batch and status, newest first. Planned per call (not
+    /// Jobs filtered by group, batch and status, newest first. Planned per call (not
     /// prepared) so each filter combination gets the plan of its index.
-    static func list(conversationID: UUID?, batchID: UUID?, status: JobStatus?, limit: Int) -> PGQuery {
+    static func list(groupID: UUID?, batchID: UUID?, status: JobStatus?, limit: Int) -> PGQuery {
         var query: PGQuery = """
             SELECT \(unsafeSQL: jobColumns) FROM jobs j
-            WHERE (\(conversationID)::uuid IS NULL OR j.conversation_id = \(conversationID)::uuid)
+            WHERE (\(groupID)::uuid IS NULL OR j.group_id = \(groupID)::uuid)
               AND (\(batchID)::uuid IS NULL OR j.batch_id = \(batchID)::uuid)
               AND (\(status)::job_status IS NULL OR j.status = \(status)::job_status)
             ORDER BY j.created_at DESC, j.seq DESC
@@ -224,10 +224,10 @@ enum JobSQL {
     /// Counts per status of a batch's jobs.
     static func batchProgress(batchID: UUID) -> PGQuery {
         """
-        SELECT b.id, b.conversation_id, b.job_count, b.created_at, j.status::text AS status, count(j.id) AS n
+        SELECT b.id, b.group_id, b.job_count, b.created_at, j.status::text AS status, count(j.id) AS n
         FROM batches b LEFT JOIN jobs j ON j.batch_id = b.id
         WHERE b.id = \(batchID)
-        GROUP BY b.id, b.conversation_id, b.job_count, b.created_at, j.status
+        GROUP BY b.id, b.group_id, b.job_count, b.created_at, j.status
         """
     }
 

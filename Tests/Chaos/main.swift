@@ -289,9 +289,9 @@ func submit(_ queue: JobQueue, count: Int, rng: inout Rng, extra: [JobSpec] = []
         let specs = (0..<chunk).map { _ -> JobSpec in
             var params: [String: JSONValue] = ["sleep_ms": .number(Double(Int.random(in: 20...80, using: &rng))), "prompt": .string(canaryPrompt)]
             if Int.random(in: 0..<100, using: &rng) == 0 { params["fail_attempts"] = 1 }
-            return JobSpec(kind: "test.script", params: params, conversationID: conversation, maxRetries: 5)
+            return JobSpec(kind: "test.script", params: params, groupID: conversation, maxRetries: 5)
         }
-        ids += try await queue.submitBatch(specs, conversationID: conversation).jobIDs
+        ids += try await queue.submitBatch(specs, groupID: conversation).jobIDs
         i += chunk
     }
     for spec in extra { ids.append(try await queue.submit(spec).job.id) }
@@ -414,7 +414,7 @@ func scenarioMix() async throws {
     var rng = Rng(state: options.seed &+ 1)
     let (pool, queue, fleet) = try await setUp("mix")
     let logPath = fleet.log
-    let poison = JobSpec(kind: "test.script", params: ["crash_attempts": -1], conversationID: UUID(), maxRetries: 2)
+    let poison = JobSpec(kind: "test.script", params: ["crash_attempts": -1], groupID: UUID(), maxRetries: 2)
     let ids = try await submit(queue, count: options.jobs, rng: &rng, extra: [poison])
     let poisonID = ids.last!
     let faults = FaultLog()
@@ -564,7 +564,7 @@ func scenarioZombie() async throws {
     let logPath = fleet.log
     let zombie = fleet.spawn()
     try await Task.sleep(for: .seconds(1))
-    let id = try await queue.submit(JobSpec(kind: "test.script", params: ["sleep_ms": 4000], conversationID: UUID())).job.id
+    let id = try await queue.submit(JobSpec(kind: "test.script", params: ["sleep_ms": 4000], groupID: UUID())).job.id
     let started = await waitFor { (try? await queue.job(id).status) == .running }
     kill(zombie.processIdentifier, SIGSTOP)
     let from = now()
@@ -602,9 +602,9 @@ func scenarioSoak() async throws {
     while ids.count < n {
         let conversation = UUID()
         let specs = (0..<min(10_000, n - ids.count)).map { _ in
-            JobSpec(kind: "test.script", params: ["prompt": .string(canaryPrompt)], conversationID: conversation)
+            JobSpec(kind: "test.script", params: ["prompt": .string(canaryPrompt)], groupID: conversation)
         }
-        for id in try await queue.submitBatch(specs, conversationID: conversation).jobIDs { ids.insert(id) }
+        for id in try await queue.submitBatch(specs, groupID: conversation).jobIDs { ids.insert(id) }
     }
     let enqueueSeconds = now() - enqueueStart
     try await pool.query("ANALYZE jobs")

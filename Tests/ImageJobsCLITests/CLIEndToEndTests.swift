@@ -92,6 +92,7 @@ struct CLIEndToEndTests {
             #expect(worker.terminationStatus == 0)
 
             let status = try await cli.run(["status", batch.jobIDs[0].uuidString, "--json"])
+            #expect(status.stdout.contains("\"conversation_id\":\"\(conversation)\"") && !status.stdout.contains("group_id"))
             let job = try cliDecoder().decode(Job.self, from: Data(status.stdout.utf8))
             #expect(job.status == .completed)
             #expect(job.params["prompt"]?.stringValue == "picture 0 of a 'quoted' \"fox\"")
@@ -294,18 +295,32 @@ struct UncheckedBox<T>: @unchecked Sendable {
     init(_ value: T) { self.value = value }
 }
 
-/// Decodes the CLI's JSON (dates as ISO 8601 with milliseconds).
-func cliDecoder() -> JSONDecoder {
-    let decoder = JSONDecoder()
-    decoder.dateDecodingStrategy = .custom { d in
-        let text = try d.singleValueContainer().decode(String.self)
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        guard let date = f.date(from: text) else { throw DecodingError.dataCorrupted(.init(codingPath: d.codingPath, debugDescription: text)) }
-        return date
+/// Decodes the CLI's JSON into the engine's types: dates as ISO 8601 with milliseconds, and
+/// the product's `conversation_id` as the engine's `group_id`.
+struct CLIDecoder {
+    func decode<T: Decodable>(_ type: T.Type, from data: Data) throws -> T {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .custom { d in
+            let text = try d.singleValueContainer().decode(String.self)
+            let f = ISO8601DateFormatter()
+            f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+            guard let date = f.date(from: text) else { throw DecodingError.dataCorrupted(.init(codingPath: d.codingPath, debugDescription: text)) }
+            return date
+        }
+        func engineNames(_ value: JSONValue) -> JSONValue {
+            switch value {
+            case .object(let o):
+                return .object(Dictionary(uniqueKeysWithValues: o.map { ($0.key == "conversation_id" ? "group_id" : $0.key, engineNames($0.value)) }))
+            case .array(let a): return .array(a.map(engineNames))
+            default: return value
+            }
+        }
+        let renamed = engineNames(try JSONDecoder().decode(JSONValue.self, from: data))
+        return try decoder.decode(T.self, from: try JSONEncoder().encode(renamed))
     }
-    return decoder
 }
+
+func cliDecoder() -> CLIDecoder { CLIDecoder() }
 
 @Suite("the benchmark's smoke run", .enabled(if: CLI.isAvailable))
 struct BenchSmokeTests {

@@ -17,7 +17,7 @@ struct OperatorCommandTests {
             let conversation = UUID()
             let batch = try await queue.submitBatch((0..<6).map { i in
                 Factory.spec(conversation: conversation, priority: [.high, .normal, .low][i % 3])
-            }, conversationID: conversation)
+            }, groupID: conversation)
             try await schema.pool.query("""
                 UPDATE jobs SET status = 'completed', attempt = 1, started_at = created_at + interval '2 seconds',
                                 finished_at = created_at + interval '5 seconds'

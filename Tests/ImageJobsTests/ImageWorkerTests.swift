@@ -18,7 +18,7 @@ struct ImageWorkerTests {
     }
 
     func image(_ prompt: String, width: Int = 64, height: Int = 64) -> JobSpec {
-        JobSpec(kind: ImageJob.kind, params: ImageJobParameters(prompt: prompt, width: width, height: height).jsonObject, conversationID: UUID())
+        JobSpec(kind: ImageJob.kind, params: ImageJobParameters(prompt: prompt, width: width, height: height).jsonObject, groupID: UUID())
     }
 
     @Test("HTTP 429 then success: the job is retried and its PNG stored with its metadata")

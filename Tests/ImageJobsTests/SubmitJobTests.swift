@@ -122,8 +122,8 @@ struct SubmitJobTests {
                 let array = "[" + items.joined(separator: ",") + "]"
                 var swift: JobQueueError?
                 do {
-                    let specs = try items.enumerated().map { try ImageJob.spec(item: try JSONValue.parse($1), index: $0) }
-                    _ = try await queue.submitBatch(specs, conversationID: specs.first?.conversationID ?? UUID())
+                    let (specs, conversationID) = try ImageJob.batch(items: try items.map { try JSONValue.parse($0) })
+                    _ = try await queue.submitBatch(specs, groupID: conversationID)
                 } catch let error as JobQueueError {
                     swift = error
                 }
@@ -153,12 +153,12 @@ struct SubmitJobTests {
                 let viaSwift = try await queue.submit(try ImageJob.spec(item: try JSONValue.parse(text))).job.id
                 let viaSQL: UUID = try await schema.pool.scalar("SELECT submit_job(\(text.replacingOccurrences(of: "same-key", with: "other-key"))::jsonb)")
                 let rows = try await schema.pool.query("""
-                    SELECT conversation_id, kind, params, priority::text AS priority, max_retries, extract(epoch FROM timeout)::float8 AS timeout,
+                    SELECT group_id, kind, params, priority::text AS priority, max_retries, extract(epoch FROM timeout)::float8 AS timeout,
                            idempotency_key IS NOT NULL AS keyed
                     FROM jobs WHERE id IN (\(viaSwift), \(viaSQL)) ORDER BY id = \(viaSwift)
                     """)
                 #expect(rows.count == 2)
-                for column in ["conversation_id", "kind", "params", "priority", "max_retries", "timeout", "keyed"] {
+                for column in ["group_id", "kind", "params", "priority", "max_retries", "timeout", "keyed"] {
                     #expect(try rows[0].decode(column, as: String.self) == (try rows[1].decode(column, as: String.self)), "\(column)")
                 }
                 let position = try await queue.position(viaSQL)
@@ -174,18 +174,18 @@ struct SubmitJobTests {
         }
     }
 
-    @Test("other kinds: kind, group_key and params; the caller's rollback leaves no job and no position change")
+    @Test("other kinds: kind, group_id and params; the caller's rollback leaves no job and no position change")
     func genericKindsAndRollback() async throws {
         try await TestDatabase.withMigratedSchema { schema, queue in
             let group = UUID().lowercasedString
-            let mail = #"{"kind":"mail.send","group_key":"\#(group)","params":{"to":"a@example.com"},"priority":"low"}"#
+            let mail = #"{"kind":"mail.send","group_id":"\#(group)","params":{"to":"a@example.com"},"priority":"low"}"#
             let id: UUID = try await schema.pool.scalar("SELECT submit_job(\(mail)::jsonb)")
             let job = try await queue.job(id)
             #expect(job.kind == "mail.send" && job.params["to"] == "a@example.com" && job.priority == .low)
-            #expect(job.conversationID.lowercasedString == group)
-            let wrong = await sqlVerdict(#"{"kind":"mail.send","group_key":"\#(group)","prompt":"x"}"#, pool: schema.pool)
-            #expect(wrong?.column == "prompt" && wrong?.message.contains("allowed: group_key") == true)
-            let badKind = await sqlVerdict(#"{"kind":"Mail","group_key":"\#(group)"}"#, pool: schema.pool)
+            #expect(job.groupID.lowercasedString == group)
+            let wrong = await sqlVerdict(#"{"kind":"mail.send","group_id":"\#(group)","prompt":"x"}"#, pool: schema.pool)
+            #expect(wrong?.column == "prompt" && wrong?.message.contains("allowed: group_id") == true)
+            let badKind = await sqlVerdict(#"{"kind":"Mail","group_id":"\#(group)"}"#, pool: schema.pool)
             #expect(badKind?.column == "kind")
 
             let before = try await schema.pool.int("SELECT coalesce(sum(n), 0) FROM job_count_deltas")

@@ -120,7 +120,7 @@ struct EngineTests {
             #expect(job.errorMessage == "timed out after 7 s")
             // The default timeout is five minutes.
             #expect(try await queue.submit(Factory.spec()).job.timeout == 300)
-            #expect(JobSpec(kind: "test.script", params: [:], conversationID: UUID()).timeout == .seconds(300))
+            #expect(JobSpec(kind: "test.script", params: [:], groupID: UUID()).timeout == .seconds(300))
         }
     }
 
@@ -226,7 +226,7 @@ struct EngineTests {
         try await TestDatabase.withMigratedSchema { schema, queue in
             let conversation = UUID()
             let specs = (0..<2000).map { _ in Factory.spec(conversation: conversation) }
-            _ = try await queue.submitBatch(specs, conversationID: conversation)
+            _ = try await queue.submitBatch(specs, groupID: conversation)
             let pools = (0..<4).map { _ in schema.makePool(maxConnections: 1) }
             let claimed = try await withThrowingTaskGroup(of: [UUID].self) { group in
                 for (i, pool) in pools.enumerated() {
@@ -253,7 +253,7 @@ struct EngineTests {
     func claimPlanIsReused() async throws {
         try await TestDatabase.withMigratedSchema { schema, queue in
             let conversation = UUID()
-            _ = try await queue.submitBatch((0..<100).map { _ in Factory.spec(conversation: conversation) }, conversationID: conversation)
+            _ = try await queue.submitBatch((0..<100).map { _ in Factory.spec(conversation: conversation) }, groupID: conversation)
             let pool = schema.makePool(maxConnections: 1)
             for _ in 0..<20 { #expect(try await claim(pool, limit: 3).count == 3) }
             for _ in 0..<10 { #expect(try await claim(pool, limit: 2).count == 2) }
@@ -293,23 +293,23 @@ struct EngineTests {
         try await TestDatabase.withMigratedSchema { schema, queue in
             let conversation = UUID()
             var specs = (0..<5).map { _ in Factory.spec(conversation: conversation) }
-            specs[3].conversationID = UUID()
-            let mismatch = await #expect(throws: JobQueueError.self) { try await queue.submitBatch(specs, conversationID: conversation) }
+            specs[3].groupID = UUID()
+            let mismatch = await #expect(throws: JobQueueError.self) { try await queue.submitBatch(specs, groupID: conversation) }
             #expect(mismatch?.index == 3)
-            #expect(mismatch?.field == "conversation_id")
-            specs[3].conversationID = conversation
+            #expect(mismatch?.field == "group_id")
+            specs[3].groupID = conversation
             specs[2].maxRetries = 99
-            let bad = await #expect(throws: JobQueueError.self) { try await queue.submitBatch(specs, conversationID: conversation) }
+            let bad = await #expect(throws: JobQueueError.self) { try await queue.submitBatch(specs, groupID: conversation) }
             #expect(bad?.index == 2)
             #expect(bad?.field == "max_retries")
-            await #expect(throws: JobQueueError.self) { try await queue.submitBatch([], conversationID: conversation) }
+            await #expect(throws: JobQueueError.self) { try await queue.submitBatch([], groupID: conversation) }
             #expect(try await schema.pool.int("SELECT count(*) FROM jobs") == 0)
             #expect(try await schema.pool.int("SELECT count(*) FROM batches") == 0)
             // A database-side failure mid-batch also writes nothing: a duplicate key in the table.
             _ = try await queue.submit(Factory.spec(conversation: conversation, key: "taken"))
             specs[2].maxRetries = 3
             specs[4].idempotencyKey = "taken"
-            await #expect(throws: JobQueueError.self) { try await queue.submitBatch(specs, conversationID: conversation) }
+            await #expect(throws: JobQueueError.self) { try await queue.submitBatch(specs, groupID: conversation) }
             #expect(try await schema.pool.int("SELECT count(*) FROM jobs") == 1)
             #expect(try await schema.pool.int("SELECT count(*) FROM batches") == 0)
         }
@@ -320,16 +320,16 @@ struct EngineTests {
         try await TestDatabase.withMigratedSchema { schema, queue in
             let conversation = UUID()
             let specs = (0..<10_000).map { i in Factory.spec(conversation: conversation, params: ["i": .number(Double(i))]) }
-            let batch = try await queue.submitBatch(specs, conversationID: conversation, idempotencyKey: "upload-1")
+            let batch = try await queue.submitBatch(specs, groupID: conversation, idempotencyKey: "upload-1")
             #expect(batch.jobIDs.count == 10_000)
             #expect(try await schema.pool.int("SELECT count(*) FROM jobs WHERE batch_id = \(batch.batchID)") == 10_000)
             let inOrder = try await schema.pool.int(
                 "SELECT count(*) FROM (SELECT (params->>'i')::int AS i, row_number() OVER (ORDER BY seq) - 1 AS r FROM jobs) x WHERE i = r")
             #expect(inOrder == 10_000)
-            let again = try await queue.submitBatch(specs, conversationID: conversation, idempotencyKey: "upload-1")
+            let again = try await queue.submitBatch(specs, groupID: conversation, idempotencyKey: "upload-1")
             #expect(!again.created && again.batchID == batch.batchID && again.jobIDs == batch.jobIDs)
             let tooBig = (0..<10_001).map { _ in Factory.spec(conversation: conversation) }
-            await #expect(throws: JobQueueError.self) { try await queue.submitBatch(tooBig, conversationID: conversation) }
+            await #expect(throws: JobQueueError.self) { try await queue.submitBatch(tooBig, groupID: conversation) }
             let c = try await claim(schema.pool, limit: 3)
             try await schema.pool.query(JobSQL.complete(ids: c.map(\.id), attempts: c.map(\.attempt)))
             try await queue.cancel(batch.jobIDs[9999])
@@ -369,7 +369,7 @@ struct EngineTests {
         try await TestDatabase.withMigratedSchema { schema, queue in
             let conversation = UUID()
             let handInsert: PGQuery = """
-                INSERT INTO jobs (id, conversation_id, kind, params, priority)
+                INSERT INTO jobs (id, group_id, kind, params, priority)
                 VALUES (gen_random_uuid(), \(conversation), 'test.script', '{}', 'high')
                 """
             var ids: [UUID] = []
@@ -383,7 +383,7 @@ struct EngineTests {
                 ids.append(try await queue.submit(Factory.spec(conversation: conversation, key: "k1"), on: conn).job.id)
             }
             try await schema.pool.query(handInsert)
-            ids += try await queue.submitBatch((0..<3).map { _ in Factory.spec(conversation: conversation) }, conversationID: conversation).jobIDs
+            ids += try await queue.submitBatch((0..<3).map { _ in Factory.spec(conversation: conversation) }, groupID: conversation).jobIDs
             let counted = try await schema.pool.int("SELECT coalesce(sum(n), 0)::int FROM job_count_deltas WHERE metric = 0")
             let pending = try await schema.pool.int("SELECT count(*)::int FROM jobs WHERE status = 'pending'")
             #expect(pending == 9)
@@ -432,7 +432,7 @@ struct EngineTests {
                 ("UPDATE jobs SET status = 'error', finished_at = now() WHERE id = \(id)", "jobs_error_has_message"),
                 ("UPDATE jobs SET retry_count = 4 WHERE id = \(id)", "jobs_retries_within_max"),
                 ("""
-                 INSERT INTO jobs (id, conversation_id, params, idempotency_key)
+                 INSERT INTO jobs (id, group_id, params, idempotency_key)
                  VALUES (gen_random_uuid(), gen_random_uuid(), '{}', '')
                  """, "job_idempotency_key_check"),
             ]
@@ -478,7 +478,7 @@ struct EngineTests {
                 let specs = (0..<Int.random(in: 20...60, using: &rng)).map { _ in
                     Factory.spec(conversation: conversation, priority: JobPriority.allCases.randomElement(using: &rng)!)
                 }
-                ids += try await queue.submitBatch(specs, conversationID: conversation).jobIDs
+                ids += try await queue.submitBatch(specs, groupID: conversation).jobIDs
                 for _ in 0..<Int.random(in: 1...5, using: &rng) { ids.append(try await queue.submit(Factory.spec(priority: .allCases.randomElement(using: &rng)!)).job.id) }
                 // Running, retrying (waiting out backoff), completed and cancelled jobs mixed in.
                 let claimed = try await claim(schema.pool, limit: Int.random(in: 3...12, using: &rng))

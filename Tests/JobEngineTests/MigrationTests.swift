@@ -42,6 +42,52 @@ struct MigrationTests {
         }
     }
 
+    @Test("a database of the last release (0011) holding jobs in every state migrates to the head and back with every row intact")
+    func dataCarriedForward() async throws {
+        try await TestDatabase.withSchema { schema in
+            let migrator = Migrator(pool: schema.pool, logger: TestLog.quiet)
+            _ = try await migrator.up(to: 11)
+            let conversation = UUID(), batch = UUID()
+            // Rows as 0011's schema holds them: one job in each state, a batch, a result.
+            try await schema.pool.query("""
+                INSERT INTO batches (id, conversation_id, job_count, idempotency_key) VALUES (\(batch), \(conversation), 2, 'b1')
+                """)
+            try await schema.pool.query("""
+                INSERT INTO jobs (id, conversation_id, batch_id, kind, params, priority, status, attempt, retry_count, worker_id,
+                                  started_at, heartbeat_at, deadline_at, finished_at, error_message, idempotency_key)
+                VALUES
+                  (gen_random_uuid(), \(conversation), \(batch), 'image.generate', '{"prompt":"p"}', 'high', 'pending', 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 'k1'),
+                  (gen_random_uuid(), \(conversation), \(batch), 'image.generate', '{"prompt":"r"}', 'normal', 'running', 1, 0, 'w1', now(), now(), now() + interval '1 minute', NULL, NULL, NULL),
+                  (gen_random_uuid(), \(conversation), NULL, 'image.generate', '{"prompt":"c"}', 'low', 'completed', 1, 0, 'w1', now(), now(), now(), now(), NULL, NULL),
+                  (gen_random_uuid(), \(conversation), NULL, 'image.generate', '{"prompt":"e"}', 'normal', 'error', 4, 3, 'w1', now(), now(), now(), now(), 'boom', NULL),
+                  (gen_random_uuid(), \(conversation), NULL, 'image.generate', '{"prompt":"x"}', 'normal', 'cancelled', 0, 0, NULL, NULL, NULL, NULL, now(), NULL, NULL)
+                """)
+            try await schema.pool.query("""
+                INSERT INTO job_results (job_id, content_type, bytes, byte_size, sha256, backend, generation_ms)
+                SELECT id, 'image/png', '\\x00', 1, repeat('a', 64), 'procedural', 1 FROM jobs WHERE status = 'completed'
+                """)
+            let snapshot: PGQuery = "SELECT string_agg(concat_ws('|', id, batch_id, kind, params, priority, status, attempt, retry_count, error_message, idempotency_key), ',' ORDER BY id) FROM jobs"
+            let before: String = try await schema.pool.scalar(snapshot)
+
+            _ = try await migrator.up()
+            let after: String = try await schema.pool.scalar(snapshot)
+            #expect(after == before)
+            #expect(try await schema.pool.int("SELECT count(*) FROM jobs WHERE group_id = \(conversation)") == 5)
+            #expect(try await schema.pool.int("SELECT count(*) FROM batches WHERE group_id = \(conversation)") == 1)
+            #expect(try await schema.pool.int("SELECT count(*) FROM report_conversations WHERE conversation_id = \(conversation)") == 1)
+            #expect(try await schema.pool.int("SELECT count(*) FROM job_results") == 1)
+            // The queue works on the carried rows: positions are exact, the key still dedupes.
+            let queue = JobQueue(pool: schema.pool, logger: TestLog.quiet)
+            let added = try await queue.submit(JobSpec(kind: "image.generate", params: [:], groupID: conversation))
+            #expect(try await queue.position(added.job.id).position == 1)
+            let again = try await queue.submit(JobSpec(kind: "image.generate", params: [:], groupID: conversation, idempotencyKey: "k1"))
+            #expect(!again.created)
+
+            _ = try await migrator.down(to: 11)
+            #expect(try await schema.pool.int("SELECT count(*) FROM jobs WHERE conversation_id = \(conversation)") == 6)
+        }
+    }
+
     @Test("changing the columns' types (0009) recreates the views that read jobs, with comments and grants, and leaves other views alone")
     func domainMigrationKeepsViews() async throws {
         try await TestDatabase.withSchema { schema in

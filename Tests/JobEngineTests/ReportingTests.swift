@@ -298,7 +298,7 @@ struct ReportSeed {
             for (batch, conversation) in [(liveBatch, conversations[0]), (oldBatch, conversations[3])] {
                 let count = jobs.filter { $0.batch == batch }.count
                 try await conn.query("""
-                    INSERT INTO batches (id, conversation_id, job_count, created_at)
+                    INSERT INTO batches (id, group_id, job_count, created_at)
                     VALUES (\(batch), \(conversation), \(count), \(now)::timestamptz - interval '3 hours')
                     """)
             }
@@ -310,7 +310,7 @@ struct ReportSeed {
                              "timed_out": .bool(e.timedOut)])
                 }).jsonText
                 try await conn.query("""
-                    INSERT INTO jobs (id, conversation_id, batch_id, kind, params, priority, status, retry_count, next_attempt_at,
+                    INSERT INTO jobs (id, group_id, batch_id, kind, params, priority, status, retry_count, next_attempt_at,
                                       attempt, worker_id, created_at, started_at, heartbeat_at, deadline_at, finished_at,
                                       error_message, errors)
                     VALUES (\(j.id), \(j.conversation), \(j.batch), 'image.generate', '{"prompt":"secret prompt"}',

@@ -15,8 +15,8 @@ struct RetentionTests {
             // finished jobs, a batch with one old pending job, recent finished jobs, and old
             // pending and running jobs that must stay whatever their age.
             let old = try await (0..<30).asyncMap { _ in try await queue.submit(Factory.spec(conversation: conversation)).job.id }
-            let oldBatch = try await queue.submitBatch((0..<4).map { _ in Factory.spec(conversation: conversation) }, conversationID: conversation)
-            let mixedBatch = try await queue.submitBatch((0..<3).map { _ in Factory.spec(conversation: conversation) }, conversationID: conversation)
+            let oldBatch = try await queue.submitBatch((0..<4).map { _ in Factory.spec(conversation: conversation) }, groupID: conversation)
+            let mixedBatch = try await queue.submitBatch((0..<3).map { _ in Factory.spec(conversation: conversation) }, groupID: conversation)
             let recent = try await (0..<5).asyncMap { _ in try await queue.submit(Factory.spec(conversation: conversation)).job.id }
             let pending = try await (0..<3).asyncMap { _ in try await queue.submit(Factory.spec(conversation: conversation)).job.id }
             let running = try await queue.submit(Factory.spec(conversation: conversation)).job.id
@@ -79,12 +79,12 @@ struct RetentionTests {
             let pool = schema.pool
             let conversation = UUID()
             for _ in 0..<4 {
-                _ = try await queue.submitBatch((0..<1000).map { _ in Factory.spec(conversation: conversation) }, conversationID: conversation)
+                _ = try await queue.submitBatch((0..<1000).map { _ in Factory.spec(conversation: conversation) }, groupID: conversation)
             }
             try await pool.query("""
                 UPDATE jobs SET status = 'completed', finished_at = now() - interval '30 days'
                 """)
-            _ = try await queue.submitBatch((0..<400).map { _ in Factory.spec(conversation: conversation, params: ["sleep_ms": 1]) }, conversationID: conversation)
+            _ = try await queue.submitBatch((0..<400).map { _ in Factory.spec(conversation: conversation, params: ["sleep_ms": 1]) }, groupID: conversation)
 
             // A watcher samples the lock table for any waiting lock on this schema's tables.
             let watcherPool = schema.makePool(maxConnections: 1)
@@ -137,7 +137,7 @@ struct RetentionTests {
     func sweepPrunes() async throws {
         try await TestDatabase.withMigratedSchema { schema, queue in
             let conversation = UUID()
-            let ids = try await queue.submitBatch((0..<10).map { _ in Factory.spec(conversation: conversation) }, conversationID: conversation).jobIDs
+            let ids = try await queue.submitBatch((0..<10).map { _ in Factory.spec(conversation: conversation) }, groupID: conversation).jobIDs
             try await schema.pool.query("""
                 UPDATE jobs SET status = 'cancelled', finished_at = now() - interval '2 hours' WHERE id = ANY(\(Array(ids.prefix(6)))::uuid[])
                 """)

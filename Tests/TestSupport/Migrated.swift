@@ -26,7 +26,7 @@ public enum Factory {
         conversation: UUID = UUID(), kind: String = "test.script", priority: JobPriority = .normal, params: [String: JSONValue] = [:],
         timeout: Duration = .seconds(300), maxRetries: Int = 3, key: String? = nil
     ) -> JobSpec {
-        JobSpec(kind: kind, params: params, conversationID: conversation, priority: priority, timeout: timeout,
+        JobSpec(kind: kind, params: params, groupID: conversation, priority: priority, timeout: timeout,
                 maxRetries: maxRetries, idempotencyKey: key)
     }
 }

@@ -1,4 +1,4 @@
--- 0012 submit_job, reverted: drops the SQL submit functions (jobs submitted through them stay).
+-- 0013 submit_job, reverted: drops the SQL submit functions (jobs submitted through them stay).
 DROP FUNCTION submit_jobs(jsonb, text);
 DROP FUNCTION submit_job(jsonb);
 DROP FUNCTION job_item(jsonb, integer);

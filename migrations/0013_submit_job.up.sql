@@ -1,4 +1,4 @@
--- 0012 submit_job
+-- 0013 submit_job
 --
 -- What it does: lets any client enqueue inside its own transaction, in SQL:
 --   SELECT submit_job('{"conversation_id": "…", "prompt": "a lighthouse at dusk"}');
@@ -6,8 +6,8 @@
 -- The argument has the keys of one batch-file item: the image product's (conversation_id,
 -- prompt, negative_prompt, width, height, steps, seed, model, priority, timeout, max_retries,
 -- idempotency_key, and the drills' fail_attempts and delay_ms) when `kind` is absent or
--- 'image.generate'; for any other kind: kind, group_key (a UUID: the group a job belongs to,
--- stored where image jobs keep their conversation), params (a JSON object), priority,
+-- 'image.generate'; for any other kind: kind, group_id (a UUID: the group a job belongs to,
+-- which image jobs name conversation_id), params (a JSON object), priority,
 -- timeout, max_retries, idempotency_key. The rules and messages are the Swift submit path's
 -- (a test runs one bad-input matrix through both): a bad item raises SQLSTATE 22023 whose
 -- message names the field and what is allowed, with the field also in the error's COLUMN,
@@ -107,7 +107,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     image_keys constant text[] := ARRAY['conversation_id', 'delay_ms', 'fail_attempts', 'height', 'idempotency_key', 'kind',
         'max_retries', 'model', 'negative_prompt', 'priority', 'prompt', 'seed', 'steps', 'timeout', 'width'];
-    generic_keys constant text[] := ARRAY['group_key', 'idempotency_key', 'kind', 'max_retries', 'params', 'priority', 'timeout'];
+    generic_keys constant text[] := ARRAY['group_id', 'idempotency_key', 'kind', 'max_retries', 'params', 'priority', 'timeout'];
     kind text;
     allowed text[];
     unknown text;
@@ -139,7 +139,7 @@ BEGIN
         PERFORM job_input_error(item, unknown, format('unknown field "%s"; allowed: %s', left(unknown, 40), array_to_string(allowed, ', ')));
     END IF;
 
-    group_field := CASE WHEN kind = 'image.generate' THEN 'conversation_id' ELSE 'group_key' END;
+    group_field := CASE WHEN kind = 'image.generate' THEN 'conversation_id' ELSE 'group_id' END;
     group_text := job_item_text(job, group_field, item);
     IF group_text IS NULL THEN PERFORM job_input_error(item, group_field, group_field || ' is required'); END IF;
     IF group_text !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
@@ -233,13 +233,13 @@ DECLARE
     new_id constant uuid := job_uuid_v7();
     existing uuid;
 BEGIN
-    INSERT INTO jobs (conversation_id, id, kind, params, priority, max_retries, timeout, idempotency_key)
+    INSERT INTO jobs (group_id, id, kind, params, priority, max_retries, timeout, idempotency_key)
     VALUES ((x ->> 'group')::uuid, new_id, x ->> 'kind', x -> 'params', (x ->> 'priority')::job_priority,
             (x ->> 'max_retries')::int, (x ->> 'timeout_ms')::bigint * interval '1 millisecond', x ->> 'idempotency_key')
-    ON CONFLICT (conversation_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING;
+    ON CONFLICT (group_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING;
     IF NOT FOUND THEN
         SELECT j.id INTO existing FROM jobs j
-        WHERE j.conversation_id = (x ->> 'group')::uuid AND j.idempotency_key = x ->> 'idempotency_key';
+        WHERE j.group_id = (x ->> 'group')::uuid AND j.idempotency_key = x ->> 'idempotency_key';
         RETURN existing;
     END IF;
     PERFORM pg_notify('imagejobs.' || current_schema(), 'job');
@@ -269,7 +269,7 @@ BEGIN
     IF n > 10000 THEN PERFORM job_input_error(NULL, 'jobs', format('a batch holds at most 10000 jobs, got %s; split it', n)); END IF;
     FOR i IN 0 .. n - 1 LOOP
         x := job_item(items -> i, i);
-        group_field := CASE WHEN x ->> 'kind' = 'image.generate' THEN 'conversation_id' ELSE 'group_key' END;
+        group_field := CASE WHEN x ->> 'kind' = 'image.generate' THEN 'conversation_id' ELSE 'group_id' END;
         IF i = 0 THEN
             first_group := (x ->> 'group')::uuid;
         ELSIF (x ->> 'group')::uuid <> first_group THEN
@@ -289,18 +289,18 @@ BEGIN
         PERFORM job_input_error(NULL, 'idempotency_key', 'the batch idempotency_key must be 1–200 characters');
     END IF;
 
-    INSERT INTO batches (id, conversation_id, job_count, idempotency_key)
+    INSERT INTO batches (id, group_id, job_count, idempotency_key)
     VALUES (new_batch, first_group, n, batch_idempotency_key)
     ON CONFLICT ON CONSTRAINT batches_idempotency_key DO NOTHING;
     IF NOT FOUND THEN
         RETURN QUERY
         SELECT b.id, array_agg(j.id ORDER BY j.seq)
         FROM batches b JOIN jobs j ON j.batch_id = b.id
-        WHERE b.conversation_id = first_group AND b.idempotency_key = batch_idempotency_key
+        WHERE b.group_id = first_group AND b.idempotency_key = batch_idempotency_key
         GROUP BY b.id;
         RETURN;
     END IF;
-    INSERT INTO jobs (conversation_id, batch_id, id, kind, params, priority, max_retries, timeout, idempotency_key)
+    INSERT INTO jobs (group_id, batch_id, id, kind, params, priority, max_retries, timeout, idempotency_key)
     SELECT first_group, new_batch, r.id, r.kind, r.params, r.priority::job_priority, r.max_retries,
            r.timeout_ms * interval '1 millisecond', r.idempotency_key
     FROM jsonb_to_recordset(prepared) AS r(ord int, id uuid, kind text, params jsonb, priority text, max_retries int,
