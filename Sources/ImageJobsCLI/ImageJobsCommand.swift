@@ -13,7 +13,7 @@ public struct ImageJobsCommand: AsyncParsableCommand {
         version: "0.1.0",
         subcommands: [
             Migrate.self, Submit.self, Status.self, Position.self, List.self, Batch.self, Cancel.self, Retry.self,
-            Fetch.self, Watch.self, WorkerCommand.self, Report.self, Prune.self, BenchCommand.self,
+            Fetch.self, Watch.self, WorkerCommand.self, MaintainCommand.self, Report.self, Prune.self, BenchCommand.self,
         ])
 
     public init() {}

@@ -23,13 +23,10 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Also write each image as <job id>.png into this directory.") var outputDir: String?
     @Option(help: "Seconds between polls when no NOTIFY arrives.") var pollInterval: Double = 1
     @Option(help: "Seconds between heartbeats of running jobs.") var heartbeatInterval: Double = 10
-    @Option(help: "Seconds without a heartbeat after which a running job is rescued.") var lease: Double = 60
-    @Option(help: "Seconds between sweep attempts.") var sweepInterval: Double = 15
-    @Option(help: "Seconds past its deadline after which the sweep ends a job.") var stuckGrace: Double = 30
+    @OptionGroup var maintenance: MaintenanceOptions
+    @Flag(help: "Take no part in the fleet-wide maintenance (run `imagejobs maintain` or other workers for it).")
+    var noMaintenance = false
     @Option(help: "Seconds running jobs may finish after SIGTERM.") var shutdownGrace: Double = 30
-    @Option(help: "Base of the retry backoff in seconds (1 s, 2 s, 4 s …).") var backoffBase: Double = 1
-    @Option(help: ArgumentHelp("Delete finished jobs older than this in the sweep (e.g. 7d), or off.", valueName: "age|off"))
-    var retention = "7d"
     @Option(help: "Serve Prometheus metrics on this port (GET /metrics).") var metricsPort: Int?
     @Option(help: "Address the metrics server binds.") var metricsHost = "0.0.0.0"
     @Option(help: "Seconds between samples of the queue depth for the metrics.") var queueDepthInterval: Double = 15
@@ -52,8 +49,7 @@ struct WorkerCommand: AsyncParsableCommand {
         if generator == "command" && generatorCommand.isEmpty {
             throw ValidationError("--generator command needs --generator-command \"PROGRAM ARGS\" (or IMAGEJOBS_GENERATOR_COMMAND)")
         }
-        if lease <= heartbeatInterval * 2 { throw ValidationError("--lease must be more than twice --heartbeat-interval") }
-        if retention != "off" && Age(argument: retention) == nil { throw ValidationError(Age.invalid("--retention", retention) + ", or off") }
+        if maintenance.lease <= heartbeatInterval * 2 { throw ValidationError("--lease must be more than twice --heartbeat-interval") }
         if let metricsPort, !(1...65535).contains(metricsPort) { throw ValidationError("--metrics-port must be 1–65535") }
     }
 
@@ -67,13 +63,15 @@ struct WorkerCommand: AsyncParsableCommand {
             config.concurrency = concurrency
             config.pollInterval = .milliseconds(Int64(pollInterval * 1000))
             config.heartbeatInterval = .milliseconds(Int64(heartbeatInterval * 1000))
-            config.lease = .milliseconds(Int64(lease * 1000))
-            config.sweepInterval = .milliseconds(Int64(sweepInterval * 1000))
-            config.stuckGrace = .milliseconds(Int64(stuckGrace * 1000))
+            let fleet = maintenance.configuration
+            config.lease = fleet.lease
+            config.sweepInterval = fleet.interval
+            config.stuckGrace = fleet.stuckGrace
+            config.backoff = fleet.backoff
+            config.retention = fleet.retention
+            config.runsMaintenance = !noMaintenance
             config.shutdownGrace = .milliseconds(Int64(shutdownGrace * 1000))
-            config.backoff = RetryBackoff(base: .milliseconds(Int64(backoffBase * 1000)))
             config.listen = !noListen
-            config.retention = retention == "off" ? nil : Age(argument: retention)!.duration
             var metricsServer: MetricsServer?
             if let metricsPort {
                 metricsServer = try MetricsServer.start(host: metricsHost, port: metricsPort)

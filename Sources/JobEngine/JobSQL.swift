@@ -411,10 +411,12 @@ enum JobSQL {
 
     /// Records a failed attempt: back to pending with backoff while retries are left and the
     /// failure is retryable, else `error`. A timeout is final and says so in the message.
-    static func fail(
-        id: UUID, attempt: Int, message: String, permanent: Bool, timedOut: Bool, backoff: RetryBackoff
-    ) -> PGQuery {
-        """
+    static func fail(id: UUID, attempt: Int, _ failure: AttemptFailure, backoff: RetryBackoff) -> PGQuery {
+        let (message, permanent, timedOut) = switch failure {
+        case .failed(let message, let permanent): (message, permanent, false)
+        case .timedOut: ("", true, true)
+        }
+        return """
         WITH f AS (
             SELECT j.id,
                    (\(permanent) OR \(timedOut) OR j.retry_count >= j.max_retries) AS final,

@@ -117,6 +117,49 @@ struct OperatorCommandTests {
         }
     }
 
+    @Test("worker --no-maintenance leaves a lost worker's job alone; maintain --once rescues it and prunes; bad flags are refused")
+    func maintainApartFromWorkers() async throws {
+        try await TestDatabase.withMigratedSchema { schema, queue in
+            let cli = CLI(databaseURL: schema.connectionString)
+            let lost = try await queue.submit(Factory.spec(kind: "nobody.runs")).job.id
+            let old = try await queue.submit(Factory.spec(kind: "nobody.runs")).job.id
+            // A job a crashed worker held, its heartbeat long gone; a job finished a month ago.
+            try await schema.pool.query("""
+                UPDATE jobs SET status = 'running', attempt = 1, worker_id = 'crashed', started_at = now() - interval '10 minutes',
+                                heartbeat_at = now() - interval '10 minutes', deadline_at = now() + interval '1 hour'
+                WHERE id = \(lost)
+                """)
+            try await schema.pool.query("UPDATE jobs SET status = 'cancelled', finished_at = now() - interval '30 days' WHERE id = \(old)")
+
+            // Several sweep intervals of a worker that takes no part in maintenance.
+            let worker = try cli.start(fastWorker + ["--no-maintenance"])
+            let registered = try await eventually { try await schema.pool.int("SELECT count(*) FROM workers") == 1 }
+            try await Task.sleep(for: .seconds(1))
+            worker.terminate()
+            await waitForExit(worker)
+            #expect(registered && worker.terminationStatus == 0)
+            #expect(try await queue.job(lost).status == .running)
+            #expect(try await schema.pool.int("SELECT count(*) FROM jobs WHERE id = \(old)") == 1)
+
+            let round = try await cli.run(["maintain", "--once", "--json", "--lease", "60", "--retention", "7d"])
+            #expect(round.status == 0, "\(round.stderr)")
+            let report = try JSONValue.parse(round.stdout)
+            #expect(report["led"] == true && report["rescued"] == 1 && report["pruned"]?["jobs"] == 1, "\(round.stdout)")
+            let rescued = try await queue.job(lost)
+            #expect(rescued.status == .pending && rescued.retryCount == 1)
+            #expect(try await schema.pool.int("SELECT count(*) FROM jobs WHERE id = \(old)") == 0)
+
+            for (args, message) in [
+                (["maintain", "--once", "--retention", "forever"], "is not an age"),
+                (["maintain", "--once", "--lease", "0"], "--lease must be"),
+                (["worker", "--no-maintenance", "--sweep-interval=-1"], "--sweep-interval must be"),
+            ] {
+                let r = try await cli.run(args)
+                #expect(r.status == 64 && r.stderr.contains(message), "\(args): \(r.stderr)")
+            }
+        }
+    }
+
     @Test("a worker's /metrics after a few jobs: counters, histograms and queue depth match the jobs table")
     func metricsScrape() async throws {
         try await TestDatabase.withMigratedSchema { schema, queue in

@@ -12,7 +12,8 @@ func claim(_ pool: PGPool, worker: String = "w1", limit: Int = 1, kinds: [String
 }
 
 func fail(_ pool: PGPool, _ c: (id: UUID, attempt: Int), permanent: Bool = false, timedOut: Bool = false) async throws -> PGRows {
-    try await pool.query(JobSQL.fail(id: c.id, attempt: c.attempt, message: "boom", permanent: permanent, timedOut: timedOut, backoff: RetryBackoff()))
+    try await pool.query(JobSQL.fail(
+        id: c.id, attempt: c.attempt, timedOut ? .timedOut : .failed(message: "boom", permanent: permanent), backoff: RetryBackoff()))
 }
 
 /// Makes every pending job due now (instead of sleeping through its backoff).
@@ -133,7 +134,7 @@ struct EngineTests {
             // later of the heartbeat and the server's start: a 1 s lease keeps this test right on
             // a cluster started moments ago.)
             try await schema.pool.query("UPDATE jobs SET heartbeat_at = now() - interval '1 hour' WHERE id = \(id)")
-            let rescued = try await Maintenance(pool: schema.pool, lease: .seconds(1), stuckGrace: .seconds(30), backoff: RetryBackoff(), logger: TestLog.quiet).runOnce()
+            let rescued = try await Maintenance(pool: schema.pool, configuration: MaintenanceConfiguration(lease: .seconds(1)), logger: TestLog.quiet).sweep()
             #expect(rescued == 1)
             try await makeDue(schema.pool)
             let second = try #require(try await claim(schema.pool, worker: "new").first)
@@ -188,11 +189,11 @@ struct EngineTests {
     func poisonJob() async throws {
         try await TestDatabase.withMigratedSchema { schema, queue in
             let id = try await queue.submit(Factory.spec(maxRetries: 2)).job.id
-            let sweep = Maintenance(pool: schema.pool, lease: .seconds(1), stuckGrace: .seconds(30), backoff: RetryBackoff(), logger: TestLog.quiet)
+            let sweep = Maintenance(pool: schema.pool, configuration: MaintenanceConfiguration(lease: .seconds(1)), logger: TestLog.quiet)
             for _ in 0..<3 {
                 #expect(try await claim(schema.pool).count == 1)
                 try await schema.pool.query("UPDATE jobs SET heartbeat_at = now() - interval '1 hour' WHERE id = \(id)")
-                #expect(try await sweep.runOnce() == 1)
+                #expect(try await sweep.sweep() == 1)
                 try await makeDue(schema.pool)
             }
             let job = try await queue.job(id)
@@ -212,8 +213,8 @@ struct EngineTests {
             #expect(try await claim(schema.pool, limit: 2).count == 2)
             try await schema.pool.query("UPDATE jobs SET heartbeat_at = now() - interval '50 seconds' WHERE id = \(fresh)")
             try await schema.pool.query("UPDATE jobs SET deadline_at = now() - interval '31 seconds' WHERE id = \(overdue)")
-            let sweep = Maintenance(pool: schema.pool, lease: .seconds(60), stuckGrace: .seconds(30), backoff: RetryBackoff(), logger: TestLog.quiet)
-            #expect(try await sweep.runOnce() == 1)
+            let sweep = Maintenance(pool: schema.pool, configuration: MaintenanceConfiguration(lease: .seconds(60)), logger: TestLog.quiet)
+            #expect(try await sweep.sweep() == 1)
             #expect(try await queue.job(fresh).status == .running)
             let ended = try await queue.job(overdue)
             #expect(ended.status == .error)
@@ -471,7 +472,7 @@ struct EngineTests {
     func positionMatchesBruteForce() async throws {
         try await TestDatabase.withMigratedSchema { schema, queue in
             var rng = SeededRandom(seed: 42)
-            let sweep = Maintenance(pool: schema.pool, lease: .seconds(60), stuckGrace: .seconds(30), backoff: RetryBackoff(), logger: TestLog.quiet)
+            let sweep = Maintenance(pool: schema.pool, configuration: MaintenanceConfiguration(lease: .seconds(60)), logger: TestLog.quiet)
             var ids: [UUID] = []
             for round in 0..<6 {
                 let conversation = UUID()
@@ -490,7 +491,7 @@ struct EngineTests {
                     }
                 }
                 await queue.cancelIfOpen(ids[Int.random(in: 0..<ids.count, using: &rng)])
-                if round % 2 == 1 { _ = try await sweep.runOnce() }  // some counts folded, some not
+                if round % 2 == 1 { _ = try await sweep.sweep() }  // some counts folded, some not
                 if round == 3 { try await schema.pool.query("UPDATE jobs SET created_at = created_at - interval '2 minutes' WHERE seq % 5 = 0") }
             }
             // Retries either still wait (an hour to go) or are due again, so the two counts

@@ -1,0 +1,202 @@
+import Foundation
+import Logging
+import Postgres
+import ServiceLifecycle
+
+/// Settings of the fleet-wide maintenance. The defaults are the worker's.
+public struct MaintenanceConfiguration: Sendable, Equatable {
+    /// How often this process tries to lead a round (one process at a time does). Defaults to 15 s.
+    public var interval: Duration
+    /// A running job whose heartbeat is older than this is rescued: the workers' lease.
+    /// Defaults to 60 s.
+    public var lease: Duration
+    /// How far past its deadline a job may be before the sweep ends it. Defaults to 30 s.
+    public var stuckGrace: Duration
+    /// The backoff before a rescued job's retry: the queue's. Defaults to 1 s · 2ⁿ.
+    public var backoff: RetryBackoff
+    /// Most jobs rescued per statement. Defaults to 500.
+    public var rescueBatch: Int
+    /// Finished jobs (with their results), emptied batches and gone workers older than this
+    /// are deleted after each sweep this process leads. Defaults to 7 days; `nil` keeps all.
+    public var retention: Duration?
+    /// Rows per prune transaction. Defaults to 1,000.
+    public var pruneBatch: Int
+    /// Most time one round spends pruning; a larger backlog continues at the next round.
+    /// Defaults to 2 s.
+    public var pruneBudget: Duration
+
+    public init(
+        interval: Duration = .seconds(15), lease: Duration = .seconds(60), stuckGrace: Duration = .seconds(30),
+        backoff: RetryBackoff = RetryBackoff(), rescueBatch: Int = 500, retention: Duration? = .seconds(7 * 24 * 3600),
+        pruneBatch: Int = 1000, pruneBudget: Duration = .seconds(2)
+    ) {
+        self.interval = interval
+        self.lease = lease
+        self.stuckGrace = stuckGrace
+        self.backoff = backoff
+        self.rescueBatch = rescueBatch
+        self.retention = retention
+        self.pruneBatch = pruneBatch
+        self.pruneBudget = pruneBudget
+    }
+}
+
+/// What one maintenance round did.
+public struct MaintenanceRound: Sendable, Equatable, Codable {
+    /// Whether this process led the round; `false` when another held the sweep lock, and then
+    /// nothing was done.
+    public var led: Bool
+    /// Jobs rescued from lost workers or ended past their deadline.
+    public var rescued: Int
+    /// What retention deleted.
+    public var pruned: PruneResult
+
+    public init(led: Bool, rescued: Int = 0, pruned: PruneResult = PruneResult()) {
+        self.led = led
+        self.rescued = rescued
+        self.pruned = pruned
+    }
+}
+
+/// The fleet-wide maintenance, a ServiceLifecycle `Service`. Every `interval` it tries to lead
+/// a round: the sweep (rescue, then fold the position counts) under a transaction-scoped
+/// advisory lock, so one process at a time leads and a crashed leader's lock ends with its
+/// connection; then, outside that lock, retention's prune. Every worker runs it unless told
+/// not to (`imagejobs worker --no-maintenance`); `imagejobs maintain` runs it alone.
+public struct Maintenance: Service, Sendable {
+    public let configuration: MaintenanceConfiguration
+    let pool: PGPool
+    let logger: Logger
+    let onRound: @Sendable (MaintenanceRound) -> Void
+
+    /// - Parameter onRound: told of every round this process led (the worker counts them).
+    public init(
+        pool: PGPool, configuration: MaintenanceConfiguration = MaintenanceConfiguration(), logger: Logger,
+        onRound: @escaping @Sendable (MaintenanceRound) -> Void = { _ in }
+    ) {
+        self.pool = pool
+        self.configuration = configuration
+        self.logger = logger
+        self.onRound = onRound
+    }
+
+    /// Runs rounds until cancelled or gracefully shut down.
+    public func run() async throws {
+        try await cancelWhenGracefulShutdown { await self.loop() }
+    }
+
+    /// Runs rounds until cancelled; a failed round is logged and tried again at the next.
+    func loop() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.interval)
+            if Task.isCancelled { return }
+            do {
+                try await runOnce()
+            } catch {
+                logger.warning("maintenance failed; trying again at the next round", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// One round now: the sweep if no other process is running it, then the prune.
+    @discardableResult
+    public func runOnce() async throws -> MaintenanceRound {
+        guard let rescued = try await sweep() else { return MaintenanceRound(led: false) }
+        var round = MaintenanceRound(led: true, rescued: rescued)
+        if let retention = configuration.retention {
+            // In transactions of their own: the sweep's lock is not held meanwhile, and each
+            // page commits on its own.
+            do {
+                round.pruned = try await prune(olderThan: retention, batch: configuration.pruneBatch, budget: configuration.pruneBudget)
+            } catch {
+                logger.warning("pruning finished jobs failed; trying again at the next round", metadata: ["error": "\(error)"])
+            }
+        }
+        onRound(round)
+        return round
+    }
+
+    /// The sweep, if no other process is running it: rescues stale and overdue jobs (page by
+    /// page) and folds the position counts, in one transaction that holds the sweep lock.
+    /// Returns how many jobs it rescued, or `nil` when another process holds the lock.
+    public func sweep() async throws -> Int? {
+        let result: Int? = try await pool.withTransaction { conn in
+            guard try await conn.query(JobSQL.trySweepLock().named("JobSQL.trySweepLock"))[0].decode("ok", as: Bool.self) else {
+                return nil
+            }
+            var rescued = 0
+            while true {
+                let rows = try await conn.query(
+                    JobSQL.rescue(lease: configuration.lease, grace: configuration.stuckGrace, backoff: configuration.backoff, limit: configuration.rescueBatch).named("JobSQL.rescue"))
+                rescued += rows.count
+                for row in rows {
+                    let overdue = (try? row.decode("overdue", as: Bool.self)) ?? false
+                    logger.info(overdue ? "sweep ended an overdue job" : "sweep rescued a job from a lost worker",
+                                metadata: ["job.id": "\((try? row.decode("id", as: UUID.self))?.lowercasedString ?? "?")",
+                                           "job.status": "\((try? row.decode("status", as: String.self)) ?? "?")"])
+                }
+                if rows.count < configuration.rescueBatch { break }
+            }
+            try await conn.query(JobSQL.foldCounts().named("JobSQL.foldCounts"))
+            try await conn.query(JobSQL.trimCounts().named("JobSQL.trimCounts"))
+            return rescued
+        }
+        return result
+    }
+
+    /// Deletes finished jobs (and their images), emptied batches and gone workers older than
+    /// `olderThan`, `batch` rows per transaction, until nothing is left or `budget` is spent.
+    /// Each transaction runs under a 5 s statement timeout and a 1 s lock timeout, and its row
+    /// locks skip what others hold, so pruning never makes a claim or a completion wait.
+    /// With `dryRun`, counts what a full prune would delete and deletes nothing.
+    public func prune(olderThan: Duration, batch: Int = 1000, dryRun: Bool = false, budget: Duration? = nil) async throws -> PruneResult {
+        let started = ContinuousClock.now
+        var total = PruneResult()
+        while true {
+            let page: PruneResult = try await pool.withTransaction { conn in
+                try await conn.setLocalStatementTimeout(.seconds(5))
+                try await conn.query("SET LOCAL lock_timeout = '1s'".named("Maintenance.pruneLockTimeout"))
+                let row = try await conn.query(JobSQL.prune(olderThan: olderThan, limit: batch, dryRun: dryRun).named("JobSQL.prune"))[0]
+                return PruneResult(
+                    jobs: try row.decode("jobs"), images: try row.decode("images"),
+                    batches: try row.decode("batches"), workers: try row.decode("workers"), transactions: 1)
+            }
+            total.add(page)
+            if dryRun || max(page.jobs, page.batches, page.workers) < batch { break }
+            if let budget, ContinuousClock.now - started >= budget { break }
+        }
+        if total.jobs + total.batches + total.workers > 0 && !dryRun {
+            logger.info("pruned finished jobs", metadata: [
+                "prune.jobs": "\(total.jobs)", "prune.images": "\(total.images)",
+                "prune.batches": "\(total.batches)", "prune.workers": "\(total.workers)",
+            ])
+        }
+        return total
+    }
+}
+
+/// What a prune deleted (or, in a dry run, would delete).
+public struct PruneResult: Sendable, Equatable, Codable {
+    public var jobs = 0
+    public var images = 0
+    public var batches = 0
+    public var workers = 0
+    /// Transactions it took (one page each).
+    public var transactions = 0
+
+    public init(jobs: Int = 0, images: Int = 0, batches: Int = 0, workers: Int = 0, transactions: Int = 0) {
+        self.jobs = jobs
+        self.images = images
+        self.batches = batches
+        self.workers = workers
+        self.transactions = transactions
+    }
+
+    mutating func add(_ other: PruneResult) {
+        jobs += other.jobs
+        images += other.images
+        batches += other.batches
+        workers += other.workers
+        transactions += other.transactions
+    }
+}

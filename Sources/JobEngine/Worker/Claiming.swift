@@ -1,0 +1,224 @@
+import Foundation
+import Logging
+import Postgres
+
+/// The claim loop: completions ride along with claims (see ``Completer``); wake-ups come from
+/// LISTEN or the poll interval.
+extension Worker {
+    func claimLoop() async {
+        let kinds = handlers.keys.sorted()
+        var failures = 0
+        var busyRounds = 0
+        // Completions ride along with claims: one statement completes the attempts whose
+        // handlers finished and claims as many new jobs as that frees, so a busy worker spends
+        // one round trip and one transaction per cycle, not two.
+        completer.attach()
+        defer { completer.detach() }
+        while !Task.isCancelled && !state.isShuttingDown {
+            let completions = completer.takeForClaim()
+            // Attempts completed by this statement free their slots with it.
+            // (Attempts just claimed may still be counted with the ones they replace, so this
+            // can be 0 while completions wait: they are written all the same.)
+            let free = max(0, configuration.concurrency - state.runningCount + completions.count)
+            // At most `maxClaim` per statement (the rest at once in the next): each limit is a
+            // prepared statement of its own on the server (see `completeAndClaim`).
+            let limit = JobSQL.claimLimit(free)
+            var claimedAll = false
+            var resolved = completions.isEmpty
+            var busy = false
+            if limit > 0 || !completions.isEmpty {
+                do {
+                    let rows = try await pool.query(
+                        JobSQL.completeAndClaim(
+                            ids: completions.map(\.id), attempts: completions.map(\.attempt),
+                            workerID: configuration.id, kinds: kinds, limit: limit
+                        ).named("JobSQL.completeAndClaim"))
+                    failures = 0
+                    var claimed = 0
+                    if !completions.isEmpty {
+                        let done: [UUID] = try rows.first?.decode("completed_ids") ?? []
+                        busy = completer.resolve(completions, completed: Set(done), busy: Set(try rows.first?.decode("busy_ids") ?? []))
+                        resolved = true
+                    }
+                    for row in rows where !row.isNull("id") {
+                        let job = try JobSQL.decodeJob(row)
+                        let remaining: Double = try row.decode("remaining_s")
+                        start(ClaimedJob(job: job, remainingSeconds: remaining))
+                        claimed += 1
+                    }
+                    claimedAll = limit > 0 && claimed == limit
+                } catch {
+                    if !resolved { completer.fail(completions, error) }
+                    // Cancelled mid-statement (the worker is stopping): not a claim failure.
+                    if Task.isCancelled { break }
+                    failures += 1
+                    state.update { $0.claimErrors += 1 }
+                    if failures == 1 || failures % 20 == 0 {
+                        logger.warning("claim failed; retrying", metadata: ["error": "\(error)", "claim.failures": "\(failures)"])
+                    }
+                    await reconnectDelay(failures)
+                    continue
+                }
+            }
+            if claimedAll { continue }  // more may be waiting; go again at once
+            if busy {
+                // Completions whose rows another statement held locked went back to the
+                // completer; a claimer's lock lasts one statement, so try again in a moment,
+                // backing off (up to the poll interval) if something holds the row longer.
+                busyRounds += 1
+                try? await Task.sleep(for: min(.milliseconds(2) * (1 << min(busyRounds - 1, 10)), configuration.pollInterval))
+                continue
+            }
+            busyRounds = 0
+            await state.waitForWake(timeout: configuration.pollInterval)
+        }
+    }
+
+    func consume(_ listener: PGListener) async {
+        for await event in listener {
+            switch event {
+            case .connected:
+                state.wake()
+            case .notification(_, let payload):
+                if payload.hasPrefix("cancel") {
+                    await checkCancelled()
+                } else {
+                    state.wake()
+                }
+            }
+        }
+    }
+
+    /// After a cancel notification: interrupt running jobs that were cancelled.
+    func checkCancelled() async {
+        let running = state.runningAttempts()
+        guard !running.isEmpty else { return }
+        guard let rows = try? await pool.query(JobSQL.cancelledAmong(ids: running.map(\.0)).named("JobSQL.cancelledAmong"))
+        else { return }
+        for row in rows {
+            if let id: UUID = try? row.decode("id") { state.interrupt(id, reason: .cancelled) }
+        }
+    }
+}
+
+/// Gathers completions and gets them written many to a statement, fenced per job.
+///
+/// While the claim loop runs (attached), completions ride with its next claim statement, which
+/// a completion wakes at once; otherwise (shutdown) the completer writes them itself, one
+/// statement in flight at a time, the next ones gathering meanwhile. Each job still gets its
+/// own answer (completed, or stale).
+final class Completer: @unchecked Sendable {
+    struct Pending {
+        var id: UUID
+        var attempt: Int
+        var continuation: CheckedContinuation<Bool, any Error>
+    }
+    private let pool: PGPool
+    private let wakeClaimer: @Sendable () -> Void
+    private let lock = NSLock()
+    private var pending: [Pending] = []
+    private var flushing = false
+    /// Whether the claim loop takes completions with its claims (it runs and has not stopped).
+    private var attached = false
+    /// Most completions per statement.
+    static let maxBatch = 500
+
+    init(pool: PGPool, wakeClaimer: @escaping @Sendable () -> Void) {
+        self.pool = pool
+        self.wakeClaimer = wakeClaimer
+    }
+
+    /// Marks one attempt completed; `false` when the attempt is no longer the job's current one.
+    /// While the claim loop runs, the completion rides with its next claim (woken now);
+    /// otherwise (shutdown) it is written on its own, batched with any others waiting.
+    func complete(_ id: UUID, attempt: Int) async throws -> Bool {
+        try await withCheckedThrowingContinuation { continuation in
+            lock.lock()
+            pending.append(Pending(id: id, attempt: attempt, continuation: continuation))
+            let ride = attached
+            let start = !ride && !flushing
+            if start { flushing = true }
+            lock.unlock()
+            if ride { wakeClaimer() }
+            if start { Task { await self.flushLoop() } }
+        }
+    }
+
+    func attach() {
+        lock.lock()
+        attached = true
+        lock.unlock()
+    }
+
+    /// The claim loop stopped: write what is waiting (and whatever comes) without it.
+    func detach() {
+        lock.lock()
+        attached = false
+        let start = !pending.isEmpty && !flushing
+        if start { flushing = true }
+        lock.unlock()
+        if start { Task { await self.flushLoop() } }
+    }
+
+    /// The completions the claim loop's next statement carries.
+    func takeForClaim() -> [Pending] {
+        lock.lock()
+        defer { lock.unlock() }
+        let batch = Array(pending.prefix(Self.maxBatch))
+        pending.removeFirst(batch.count)
+        return batch
+    }
+
+    /// Answers each completion of `batch`: completed, or stale; those in `busy` (rows held
+    /// locked by another statement at that instant) go back to the front of the queue for the
+    /// next statement. Returns whether any went back.
+    @discardableResult
+    func resolve(_ batch: [Pending], completed: Set<UUID>, busy: Set<UUID> = []) -> Bool {
+        var again: [Pending] = []
+        for item in batch {
+            if completed.contains(item.id) {
+                item.continuation.resume(returning: true)
+            } else if busy.contains(item.id) {
+                again.append(item)
+            } else {
+                item.continuation.resume(returning: false)
+            }
+        }
+        guard !again.isEmpty else { return false }
+        lock.lock()
+        pending.insert(contentsOf: again, at: 0)
+        lock.unlock()
+        return true
+    }
+
+    func fail(_ batch: [Pending], _ error: any Error) {
+        for item in batch { item.continuation.resume(throwing: error) }
+    }
+
+    private func take() -> [Pending] {
+        lock.lock()
+        defer { lock.unlock() }
+        if pending.isEmpty || attached {
+            flushing = false
+            if attached && !pending.isEmpty { wakeClaimer() }
+            return []
+        }
+        let batch = Array(pending.prefix(Self.maxBatch))
+        pending.removeFirst(batch.count)
+        return batch
+    }
+
+    private func flushLoop() async {
+        while true {
+            let batch = take()
+            if batch.isEmpty { return }
+            do {
+                let rows = try await pool.query(
+                    JobSQL.complete(ids: batch.map(\.id), attempts: batch.map(\.attempt)).named("JobSQL.complete"))
+                resolve(batch, completed: Set(try rows.map { try $0.decode("id", as: UUID.self) }))
+            } catch {
+                fail(batch, error)
+            }
+        }
+    }
+}

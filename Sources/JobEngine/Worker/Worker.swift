@@ -1,0 +1,140 @@
+import Foundation
+import Logging
+import Postgres
+import ServiceLifecycle
+/// Claims and runs jobs; a ServiceLifecycle `Service`.
+///
+/// It claims only up to its free slots, in one statement; wakes on NOTIFY and polls as a
+/// fallback; heartbeats its running jobs and drops any it no longer owns; runs each job under
+/// its deadline (cancelling the handler and freeing the slot at the deadline even if the
+/// handler ignores cancellation); runs the fleet-wide sweep when it holds the sweep lock; and
+/// survives the database going away, reconnecting with capped, jittered backoff. On graceful
+/// shutdown it stops claiming, lets running jobs finish within the grace period, then cancels
+/// them and hands them back without charging a retry.
+public final class Worker: Service, Sendable {
+    public let configuration: WorkerConfiguration
+    let pool: PGPool
+    let handlers: [String: any JobHandler]
+    let logger: Logger
+    let state: WorkerState
+    let completer: Completer
+    let metrics: WorkerMetrics
+    /// The fleet-wide maintenance this worker takes part in (unless ``WorkerConfiguration/runsMaintenance`` is off).
+    let maintenance: Maintenance
+
+    public init(pool: PGPool, handlers: [any JobHandler], configuration: WorkerConfiguration, logger: Logger) {
+        precondition(configuration.concurrency >= 1, "concurrency must be at least 1")
+        self.pool = pool
+        var byKind: [String: any JobHandler] = [:]
+        for handler in handlers { byKind[handler.kind] = handler }
+        self.handlers = byKind
+        self.configuration = configuration
+        var logger = logger
+        logger[metadataKey: "worker.id"] = "\(configuration.id)"
+        self.logger = logger
+        self.metrics = WorkerMetrics(kinds: byKind.keys.sorted())
+        let state = WorkerState(metrics: metrics, concurrency: configuration.concurrency)
+        self.state = state
+        self.completer = Completer(pool: pool, wakeClaimer: { state.wake() })
+        self.maintenance = Maintenance(pool: pool, configuration: configuration.maintenance, logger: logger) { round in
+            state.update {
+                $0.rescued += round.rescued
+                $0.pruned += round.pruned.jobs
+            }
+        }
+    }
+
+    /// What the worker has done so far.
+    public var counters: WorkerCounters { state.counters }
+
+    /// Runs until cancelled or gracefully shut down.
+    public func run() async throws {
+        let channel = await resolveChannel()
+        await register()
+        let listener: PGListener? =
+            configuration.listen
+            ? PGListener(configuration: pool.configuration, channels: [channel], logger: logger) : nil
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await self.claimLoop() }
+                group.addTask { await self.heartbeatLoop() }
+                if self.configuration.runsMaintenance {
+                    group.addTask { await self.maintenance.loop() }
+                }
+                group.addTask { await self.deadlineLoop() }
+                group.addTask { await self.metricsLoop(listener) }
+                if let listener {
+                    group.addTask { await self.consume(listener) }
+                }
+                await group.next()  // the claim loop ends first: on shutdown or cancellation
+                listener?.stop()
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            self.state.beginShutdown()
+        }
+        await finishRunningJobs()
+        _ = try? await pool.query(JobSQL.stopWorker(id: configuration.id).named("JobSQL.stopWorker"))
+        logger.info("worker stopped", metadata: ["worker.completed": "\(state.counters.completed)"])
+    }
+
+    private func resolveChannel() async -> String {
+        var attempt = 0
+        while !Task.isCancelled {
+            do {
+                let row = try await pool.query(JobSQL.currentSchema().named("JobSQL.currentSchema"))[0]
+                return JobQueue.channel(schema: try row.decode("schema"))
+            } catch {
+                attempt += 1
+                logger.warning("database unavailable; retrying", metadata: ["error": "\(error)"])
+                await reconnectDelay(attempt)
+            }
+        }
+        return JobQueue.channel(schema: "public")
+    }
+
+    private func register() async {
+        var attempt = 0
+        let kinds = handlers.keys.sorted()
+        while !Task.isCancelled && !state.isShuttingDown {
+            do {
+                try await pool.query(
+                    JobSQL.registerWorker(
+                        id: configuration.id, host: ProcessInfo.processInfo.hostName, pid: Int(getpid()),
+                        concurrency: configuration.concurrency, kinds: kinds
+                    ).named("JobSQL.registerWorker"))
+                logger.info("worker started", metadata: ["worker.concurrency": "\(configuration.concurrency)", "worker.kinds": "\(kinds.joined(separator: ","))"])
+                return
+            } catch {
+                attempt += 1
+                logger.warning("could not register the worker; retrying", metadata: ["error": "\(error)"])
+                await reconnectDelay(attempt)
+            }
+        }
+    }
+
+    /// Capped, fully jittered exponential backoff: 100 ms · 2ⁿ up to the cap.
+    func reconnectDelay(_ attempt: Int) async {
+        let capMs = Double(configuration.maxReconnectDelay.milliseconds)
+        let ms = Double.random(in: 0...min(capMs, 100 * pow(2, Double(min(attempt, 20)))))
+        try? await Task.sleep(for: .milliseconds(Int64(max(ms, 20))))
+    }
+
+    /// Runs a maintenance round now (whether or not this worker takes part in maintenance):
+    /// the sweep if no other process is running it, then retention's prune.
+    @discardableResult
+    public func sweepOnce() async throws -> MaintenanceRound {
+        try await maintenance.runOnce()
+    }
+
+    private func finishRunningJobs() async {
+        let deadline = ContinuousClock.now + configuration.shutdownGrace
+        while state.runningCount > 0 && ContinuousClock.now < deadline {
+            await state.waitForWake(timeout: .milliseconds(100))
+        }
+        for (id, _) in state.runningAttempts() { state.interrupt(id, reason: .shutdown) }
+        while state.runningCount > 0 {
+            await state.waitForWake(timeout: .milliseconds(100))
+        }
+    }
+}
