@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.3"),
     ],
     targets: [
         .systemLibrary(
@@ -52,6 +53,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ],
             swiftSettings: settings
         ),
@@ -100,7 +102,11 @@ let package = Package(
             swiftSettings: settings
         ),
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "TestSupport"], swiftSettings: settings),
-        .testTarget(name: "JobEngineTests", dependencies: ["JobEngine", "TestSupport"], swiftSettings: settings),
+        .testTarget(
+            name: "JobEngineTests",
+            dependencies: ["JobEngine", "TestSupport", .product(name: "InMemoryTracing", package: "swift-distributed-tracing")],
+            swiftSettings: settings
+        ),
         .testTarget(
             name: "ImageJobsTests",
             dependencies: ["ImageJobs", "JobEngine", "TestSupport"],

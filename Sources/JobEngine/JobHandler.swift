@@ -7,6 +7,8 @@ public struct ClaimedJob: Sendable {
     public let job: Job
     /// Seconds left before the deadline, measured by the database at claim time.
     public let remainingSeconds: Double
+    /// The submitter's trace context, as stored (`jobs.trace_context`).
+    let traceContext: String?
 }
 
 /// What a handler's run has for the handler.

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Postgres
+import Tracing
 
 /// Limits on what a submit accepts. Every one is configurable; the defaults are what a
 /// production image service would accept.
@@ -30,13 +31,19 @@ public final class JobQueue: Sendable {
     /// the jobs when it is off (PgBouncer in transaction mode).
     public let notify: Bool
     let logger: Logger
+    /// Spans each submit (`job.enqueue`); the submit's trace context travels with the job.
+    let tracer: any Tracer
     private let channelCache = ChannelCache()
 
-    public init(pool: PGPool, limits: JobLimits = JobLimits(), notify: Bool = true, logger: Logger) {
+    public init(
+        pool: PGPool, limits: JobLimits = JobLimits(), notify: Bool = true, logger: Logger,
+        tracer: any Tracer = InstrumentationSystem.tracer
+    ) {
         self.pool = pool
         self.limits = limits
         self.notify = notify
         self.logger = logger
+        self.tracer = tracer
     }
 
     /// The NOTIFY channel of this queue's schema (`imagejobs.<schema>`), so queues in different
@@ -116,9 +123,20 @@ public final class JobQueue: Sendable {
     public func submit(_ spec: JobSpec) async throws -> (job: Job, created: Bool) {
         let params = try validatedParams(spec)
         do {
-            return try await pool.withConnection { try await self.insert(spec, params: params, on: $0) }
+            return try await enqueueSpan(kind: spec.kind, jobs: 1) { traceContext in
+                try await self.pool.withConnection { try await self.insert(spec, params: params, traceContext: traceContext, on: $0) }
+            }
         } catch {
             throw JobQueueError.from(error)
+        }
+    }
+
+    /// Runs a submit in a `job.enqueue` span and hands it the trace context to store.
+    private func enqueueSpan<T: Sendable>(kind: String, jobs: Int, _ body: (String?) async throws -> T) async throws -> T {
+        try await tracer.withSpan("job.enqueue", ofKind: .producer) { span in
+            span.attributes["job.kind"] = kind
+            span.attributes["job.count"] = jobs
+            return try await body(JobTraceContext.current(tracer))
         }
     }
 
@@ -127,28 +145,34 @@ public final class JobQueue: Sendable {
     /// commit.
     public func submit(_ spec: JobSpec, on connection: PGConnection) async throws -> (job: Job, created: Bool) {
         let params = try validatedParams(spec)
-        return try await insert(spec, params: params, on: connection)
+        return try await enqueueSpan(kind: spec.kind, jobs: 1) { traceContext in
+            try await insert(spec, params: params, traceContext: traceContext, on: connection)
+        }
     }
 
     /// Inserts a spec already validated (each submit path validates once, before any I/O).
-    private func insert(_ spec: JobSpec, params: [UInt8], on connection: PGConnection) async throws -> (job: Job, created: Bool) {
+    private func insert(
+        _ spec: JobSpec, params: [UInt8], traceContext: String?, on connection: PGConnection
+    ) async throws -> (job: Job, created: Bool) {
         let channel = try await channel(on: connection)
         let id = UUIDv7.make()
         do {
             guard spec.idempotencyKey != nil else {
                 let rows = try await connection.query(
-                    JobSQL.insertJobWithoutKey(spec, id: id, params: params, channel: channel, notify: notify).named("JobSQL.insertJobWithoutKey"))
+                    JobSQL.insertJobWithoutKey(spec, id: id, params: params, traceContext: traceContext, channel: channel, notify: notify).named("JobSQL.insertJobWithoutKey"))
                 guard let first = rows.first else { throw JobQueueError(.database, "the insert returned no row") }
                 return (try newJob(spec, id: id, row: first), true)
             }
             let row = JobSQL.insertRow(spec, id: id, ord: 0, params: params)
             var rows = try await connection.query(
-                JobSQL.insertJob(row, groupID: spec.groupID, idempotencyKey: spec.idempotencyKey, channel: channel, notify: notify)
+                JobSQL.insertJob(
+                    row, groupID: spec.groupID, idempotencyKey: spec.idempotencyKey, traceContext: traceContext, channel: channel, notify: notify)
                     .named("JobSQL.insertJob"))
             if rows.isEmpty, spec.idempotencyKey != nil {
                 // The conflicting job committed after this statement's snapshot was taken: ask again.
                 rows = try await connection.query(
-                    JobSQL.insertJob(row, groupID: spec.groupID, idempotencyKey: spec.idempotencyKey, channel: channel, notify: false)
+                    JobSQL.insertJob(
+                        row, groupID: spec.groupID, idempotencyKey: spec.idempotencyKey, traceContext: traceContext, channel: channel, notify: false)
                         .named("JobSQL.insertJob"))
             }
             guard let first = rows.first else {
@@ -212,11 +236,13 @@ public final class JobQueue: Sendable {
         let rows = specs.indices.map { JobSQL.insertRow(specs[$0], id: ids[$0], ord: $0, params: params[$0]) }
         do {
             let channel = try await channel()
-            try await pool.query(
-                JobSQL.insertBatch(
-                    batchID: batchID, groupID: groupID, idempotencyKey: idempotencyKey, rows: rows,
-                    channel: channel, notify: notify
-                ).named("JobSQL.insertBatch"))
+            _ = try await enqueueSpan(kind: specs[0].kind, jobs: specs.count) { traceContext in
+                try await pool.query(
+                    JobSQL.insertBatch(
+                        batchID: batchID, groupID: groupID, idempotencyKey: idempotencyKey, rows: rows, traceContext: traceContext,
+                        channel: channel, notify: notify
+                    ).named("JobSQL.insertBatch"))
+            }
             return SubmittedBatch(batchID: batchID, jobIDs: ids, created: true)
         } catch let error as PGError where error.sqlState == .uniqueViolation && error.constraint == "batches_idempotency_key" {
             guard let key = idempotencyKey,

@@ -121,17 +121,19 @@ enum JobSQL {
     /// parse, no lookup branch). The statement writes the job's queue-position delta itself and
     /// marks itself counted, so the count trigger skips it (migration 0010); the wake-up rides
     /// on the returned row. Returns the new job's timestamps only (the caller knows the rest).
-    static func insertJobWithoutKey(_ spec: JobSpec, id: UUID, params: [UInt8], channel: String, notify: Bool) -> PGQuery {
+    static func insertJobWithoutKey(
+        _ spec: JobSpec, id: UUID, params: [UInt8], traceContext: String?, channel: String, notify: Bool
+    ) -> PGQuery {
         """
         WITH ins AS (
             INSERT INTO jobs (group_id, id, kind, params, priority, max_retries, timeout,
-                              backoff_base, backoff_cap, backoff_jitter)
+                              backoff_base, backoff_cap, backoff_jitter, trace_context)
             VALUES (\(spec.groupID)::uuid, \(id)::uuid, \(spec.kind)::text, \(JSONText(text: String(decoding: params, as: UTF8.self)))::jsonb,
                     \(spec.priority.rawValue)::job_priority, \(spec.maxRetries)::int,
                     \(spec.timeout.milliseconds)::bigint * interval '1 millisecond',
                     \(spec.backoff?.base.milliseconds)::bigint * interval '1 millisecond',
                     \(spec.backoff?.cap.milliseconds)::bigint * interval '1 millisecond',
-                    \(spec.backoff?.jitter)::float8)
+                    \(spec.backoff?.jitter)::float8, \(traceContext)::jsonb)
             RETURNING priority, status, created_at, next_attempt_at,
                       set_config('imagejobs.counted_insert', statement_timestamp()::text, true) AS counted
         ), delta AS (
@@ -147,12 +149,14 @@ enum JobSQL {
     /// the earlier job instead (`inserted` false). Wakes idle workers at commit.
     /// Returns the new job's timestamps only (the caller knows the rest), or with an
     /// idempotency key already used in the group, the earlier job in full.
-    static func insertJob(_ row: InsertRow, groupID: UUID, idempotencyKey: String?, channel: String, notify: Bool) -> PGQuery {
+    static func insertJob(
+        _ row: InsertRow, groupID: UUID, idempotencyKey: String?, traceContext: String?, channel: String, notify: Bool
+    ) -> PGQuery {
         """
         WITH ins AS (
             INSERT INTO jobs (group_id, id, kind, params, priority, max_retries, timeout,
-                              backoff_base, backoff_cap, backoff_jitter, idempotency_key)
-            SELECT \(groupID), \(unsafeSQL: recordColumns)
+                              backoff_base, backoff_cap, backoff_jitter, idempotency_key, trace_context)
+            SELECT \(groupID), \(unsafeSQL: recordColumns), \(traceContext)::jsonb
             FROM jsonb_to_record(\(JSONText(text: String(decoding: row.bytes, as: UTF8.self)))::jsonb) AS \(unsafeSQL: recordType)
             ON CONFLICT (group_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING id, created_at, next_attempt_at
@@ -171,7 +175,7 @@ enum JobSQL {
     /// Inserts a batch row and all its jobs in one statement (so one round trip and one
     /// transaction): the jobs travel as one `jsonb` array, never as one parameter per value.
     static func insertBatch(
-        batchID: UUID, groupID: UUID, idempotencyKey: String?, rows: [InsertRow], channel: String, notify: Bool
+        batchID: UUID, groupID: UUID, idempotencyKey: String?, rows: [InsertRow], traceContext: String?, channel: String, notify: Bool
     ) -> PGQuery {
         """
         WITH batch AS (
@@ -180,8 +184,8 @@ enum JobSQL {
             RETURNING id
         ), ins AS (
             INSERT INTO jobs (group_id, batch_id, id, kind, params, priority, max_retries, timeout,
-                              backoff_base, backoff_cap, backoff_jitter, idempotency_key)
-            SELECT \(groupID), (SELECT id FROM batch), \(unsafeSQL: recordColumns)
+                              backoff_base, backoff_cap, backoff_jitter, idempotency_key, trace_context)
+            SELECT \(groupID), (SELECT id FROM batch), \(unsafeSQL: recordColumns), \(traceContext)::jsonb
             FROM jsonb_to_recordset(\(JSONText(text: rowsArray(rows)))::jsonb) AS \(unsafeSQL: recordType)
             ORDER BY x.ord
             RETURNING id
@@ -389,7 +393,8 @@ enum JobSQL {
                 started_at = now(), heartbeat_at = now(), deadline_at = now() + j.timeout
             FROM picked
             WHERE j.id = picked.id
-            RETURNING \(unsafeSQL: jobColumns), extract(epoch FROM j.deadline_at - now())::float8 AS remaining_s
+            RETURNING \(unsafeSQL: jobColumns), extract(epoch FROM j.deadline_at - now())::float8 AS remaining_s,
+                      j.trace_context::text AS trace_context
         )
         SELECT (SELECT coalesce(array_agg(id), '{}') FROM done) AS completed_ids,
                (SELECT coalesce(array_agg(id), '{}') FROM mine WHERE id NOT IN (SELECT id FROM lockable)) AS busy_ids,

@@ -3,6 +3,8 @@ import JobEngine
 import Postgres
 import TestSupport
 import Testing
+import InMemoryTracing
+import Tracing
 
 struct WelcomeMail: JobArguments, Equatable {
     static let kind = "mail.welcome"
@@ -73,6 +75,55 @@ struct TypedJobWorkerTests {
             let failed = try await queue.job(bad)
             #expect(failed.retryCount == 0)
             #expect(failed.errorMessage == "the params of this mail.welcome job do not decode: userID is not Int", "\(String(describing: failed.errorMessage))")
+        }
+    }
+}
+
+@Suite("tracing: a job's run joins the trace that submitted it", .enabled(if: TestDatabase.isConfigured))
+struct TracingTests {
+    @Test("job.enqueue is a child of the request's span; job.run is a child of job.enqueue in the same trace; claims are spanned")
+    func runJoinsTheSubmittersTrace() async throws {
+        try await TestDatabase.withMigratedSchema { schema, _ in
+            let tracer = InMemoryTracer()
+            let queue = JobQueue(pool: schema.pool, logger: TestLog.quiet, tracer: tracer)
+            let mail = WelcomeMail(userID: 1, locale: "en", sendAfter: Date(), tags: [])
+            let id = try await tracer.withSpan("POST /signup", ofKind: .server) { _ in
+                try await queue.submit(try JobSpec(mail, groupID: UUID())).job.id
+            }
+            let untraced = try await JobQueue(pool: schema.pool, logger: TestLog.quiet).submit(try JobSpec(mail, groupID: UUID())).job.id
+            #expect(try await schema.pool.int("SELECT count(*) FROM jobs WHERE trace_context IS NULL AND id = \(untraced)") == 1)
+
+            var configuration = WorkerConfiguration()
+            configuration.pollInterval = .milliseconds(100)
+            let handler = ClosureJobHandler(WelcomeMail.self) { _, _, _ in
+                // The handler's own spans nest under the run.
+                tracer.withSpan("send mail") { _ in }
+                return JobResult()
+            }
+            let worker = Worker(pool: schema.makePool(), handlers: [handler], configuration: configuration, logger: TestLog.quiet, tracer: tracer)
+            let task = Task { try await worker.run() }
+            let done = try await eventually {
+                let traced = try await queue.job(id).status
+                let other = try await queue.job(untraced).status
+                return traced == .completed && other == .completed
+            }
+            task.cancel()
+            _ = await task.result
+            #expect(done)
+
+            let spans = tracer.finishedSpans
+            let request = try #require(spans.first { $0.operationName == "POST /signup" })
+            let enqueue = try #require(spans.first { $0.operationName == "job.enqueue" && $0.traceID == request.traceID })
+            #expect(enqueue.parentSpanID == request.spanID && enqueue.kind == .producer)
+            let runs = spans.filter { $0.operationName == "job.run" && $0.attributes["job.id"]?.toSpanAttribute() == .string(id.lowercasedString) }
+            let run = try #require(runs.first)
+            #expect(runs.count == 1)
+            #expect(run.traceID == request.traceID && run.parentSpanID == enqueue.spanID && run.kind == .consumer)
+            // Both jobs ran; the traced one's handler span is the run's child, in the request's trace.
+            #expect(spans.filter { $0.operationName == "send mail" }.count == 2)
+            let send = spans.filter { $0.operationName == "send mail" && $0.traceID == request.traceID }
+            #expect(send.count == 1 && send.first?.parentSpanID == run.spanID)
+            #expect(spans.contains { $0.operationName == "job.claim" })
         }
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Postgres
+import Tracing
 
 /// The claim loop: completions ride along with claims (see ``Completer``); wake-ups come from
 /// LISTEN or the poll interval.
@@ -28,11 +29,15 @@ extension Worker {
             var busy = false
             if limit > 0 || !completions.isEmpty {
                 do {
-                    let rows = try await pool.query(
-                        JobSQL.completeAndClaim(
-                            ids: completions.map(\.id), attempts: completions.map(\.attempt),
-                            workerID: configuration.id, kinds: kinds, limit: limit
-                        ).named("JobSQL.completeAndClaim"))
+                    let rows = try await tracer.withSpan("job.claim", ofKind: .client) { span in
+                        span.attributes["claim.limit"] = limit
+                        span.attributes["claim.completions"] = completions.count
+                        return try await pool.query(
+                            JobSQL.completeAndClaim(
+                                ids: completions.map(\.id), attempts: completions.map(\.attempt),
+                                workerID: configuration.id, kinds: kinds, limit: limit
+                            ).named("JobSQL.completeAndClaim"))
+                    }
                     failures = 0
                     var claimed = 0
                     if !completions.isEmpty {
@@ -43,7 +48,7 @@ extension Worker {
                     for row in rows where !row.isNull("id") {
                         let job = try JobSQL.decodeJob(row)
                         let remaining: Double = try row.decode("remaining_s")
-                        start(ClaimedJob(job: job, remainingSeconds: remaining))
+                        start(ClaimedJob(job: job, remainingSeconds: remaining, traceContext: try row.decode("trace_context")))
                         claimed += 1
                     }
                     claimedAll = limit > 0 && claimed == limit

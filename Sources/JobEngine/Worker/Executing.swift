@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Postgres
+import Tracing
 
 /// Running one attempt: its handler under the deadline, then its outcome written, fenced by
 /// the attempt.
@@ -21,11 +22,21 @@ extension Worker {
         jobLogger[metadataKey: "job.attempt"] = "\(job.attempt)"
         let context = JobContext(logger: jobLogger, pool: pool, workerID: configuration.id)
         let log = jobLogger
+        let tracer = self.tracer
+        let submitter = JobTraceContext.context(claimed.traceContext, tracer: tracer)
         // The bookkeeping task is unstructured on purpose: it must outlive a handler that
         // ignores cancellation, and its writes must not be cut off by that cancellation.
         Task {
-            let outcome = await self.runWithDeadline(handler, claimed, context: context, execution: execution, deadline: deadline)
-            await self.record(outcome, for: job, logger: log)
+            // The run joins the trace of the request that submitted the job.
+            await tracer.withSpan("job.run", context: submitter, ofKind: .consumer) { span in
+                span.attributes["job.id"] = job.id.lowercasedString
+                span.attributes["job.kind"] = job.kind
+                span.attributes["job.attempt"] = job.attempt
+                let outcome = await self.runWithDeadline(handler, claimed, context: context, execution: execution, deadline: deadline)
+                span.attributes["job.outcome"] = outcome.name
+                if case .failure(let error) = outcome { span.recordError(error) }
+                await self.record(outcome, for: job, logger: log)
+            }
             self.state.remove(job.id)
             self.state.wake()
         }
@@ -36,6 +47,18 @@ extension Worker {
         case failure(any Error)
         case timedOut
         case interrupted(Interruption)
+
+        /// For spans and logs.
+        var name: String {
+            switch self {
+            case .success: "completed"
+            case .failure: "failed"
+            case .timedOut: "timed_out"
+            case .interrupted(.leaseLost): "lease_lost"
+            case .interrupted(.cancelled): "cancelled"
+            case .interrupted(.shutdown): "released"
+            }
+        }
     }
 
     enum Interruption: Sendable {

@@ -2,6 +2,8 @@ import Foundation
 import Logging
 import Postgres
 import ServiceLifecycle
+import Tracing
+
 /// Claims and runs jobs; a ServiceLifecycle `Service`.
 ///
 /// It claims only up to its free slots, in one statement; wakes on NOTIFY and polls as a
@@ -21,14 +23,20 @@ public final class Worker: Service, Sendable {
     let metrics: WorkerMetrics
     /// The fleet-wide maintenance this worker takes part in (unless ``WorkerConfiguration/runsMaintenance`` is off).
     let maintenance: Maintenance
+    /// Spans each claim (`job.claim`) and each run (`job.run`, a child of the submitter's span).
+    let tracer: any Tracer
 
-    public init(pool: PGPool, handlers: [any JobHandler], configuration: WorkerConfiguration, logger: Logger) {
+    public init(
+        pool: PGPool, handlers: [any JobHandler], configuration: WorkerConfiguration, logger: Logger,
+        tracer: any Tracer = InstrumentationSystem.tracer
+    ) {
         precondition(configuration.concurrency >= 1, "concurrency must be at least 1")
         self.pool = pool
         var byKind: [String: any JobHandler] = [:]
         for handler in handlers { byKind[handler.kind] = handler }
         self.handlers = byKind
         self.configuration = configuration
+        self.tracer = tracer
         var logger = logger
         logger[metadataKey: "worker.id"] = "\(configuration.id)"
         self.logger = logger
