@@ -4,7 +4,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 BIN_DIR = $(shell $(SWIFT) build --show-bin-path 2>/dev/null)
 
-.PHONY: help deps build test demo db-up db-down migrate bench bench-quick bench-peers chaos soak generate compose-check
+.PHONY: help deps build test examples demo db-up db-down migrate bench bench-quick bench-peers chaos soak generate compose-check
 
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,6 +41,9 @@ soak: build ## A long run: 1,000,000 jobs (SOAK_JOBS) with retention pruning, ex
 	@url=$${DATABASE_URL:-$$(scripts/db.sh up | sed 's/^DATABASE_URL=//')}; \
 	  DATABASE_URL="$$url" "$(BIN_DIR)/imagejobs-chaos" --bin "$(BIN_DIR)/imagejobs" --pg-ctl "scripts/db.sh ctl" \
 	  --scenarios soak --soak-jobs $${SOAK_JOBS:-1000000} --workers $${SOAK_WORKERS:-4}
+
+examples: build ## Build and run every package under Examples/ against the local cluster (or $$DATABASE_URL).
+	@url=$${DATABASE_URL:-$$(scripts/db.sh up | sed 's/^DATABASE_URL=//')}; DATABASE_URL="$$url" scripts/examples.sh
 
 demo: deps ## The end-to-end demo: PostgreSQL, migrations, a batch, two workers, live progress, PNGs in demo-output/
 	@scripts/demo.sh

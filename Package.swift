@@ -12,8 +12,9 @@ let package = Package(
     name: "ImageJobs",
     platforms: [.macOS(.v14)],
     products: [
-        .library(name: "ImageJobs", targets: ["ImageJobs"]),
-        .library(name: "JobEngine", targets: ["JobEngine"]),
+        // The image product, and the engine it is built on, each with the layers below it.
+        .library(name: "ImageJobs", targets: ["ImageJobs", "JobEngine", "Postgres"]),
+        .library(name: "JobEngine", targets: ["JobEngine", "Postgres"]),
         .executable(name: "imagejobs", targets: ["imagejobs"]),
     ],
     dependencies: [

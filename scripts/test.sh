@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make test`: build, start a throwaway cluster unless DATABASE_URL is set, run every test, the
-# fault drills and `make demo`, and stop the cluster even when the tests fail.
+# fault drills, the examples and `make demo`, and stop the cluster even when the tests fail.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +38,8 @@ swift test
 echo "== fault drills (imagejobs-chaos)"
 "$(swift build --show-bin-path)/imagejobs-chaos" --bin "$IMAGEJOBS_BIN" --pg-ctl "scripts/db.sh ctl" \
     --jobs "${CHAOS_JOBS:-5000}" --workers 4 --seed "${CHAOS_SEED:-$(date +%s)}"
+# The packages a team would copy, built and run against databases of their own.
+scripts/examples.sh
 # The main job, end to end, in the database's default schema as a user runs it.
 echo "== make demo"
 scripts/demo.sh
