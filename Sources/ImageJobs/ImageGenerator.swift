@@ -99,9 +99,12 @@ public struct ImageJobHandler: JobHandler {
         guard PNG.inspect(image.png) != nil else {
             throw JobFailure.permanent("\(generator.name) returned bytes that are not a valid PNG")
         }
+        var metadata = image.metadata.mapValues(JSONValue.string)
+        metadata["width"] = .number(Double(image.width))
+        metadata["height"] = .number(Double(image.height))
         let result = JobResultRecord(
-            jobID: job.id, contentType: "image/png", bytes: image.png, width: image.width, height: image.height,
-            backend: image.backend, generationMilliseconds: Int(elapsed.milliseconds), metadata: image.metadata)
+            jobID: job.id, contentType: "image/png", bytes: image.png, backend: image.backend,
+            generationMilliseconds: Int(elapsed.milliseconds), metadata: metadata)
         if let outputDirectory {
             let file = outputDirectory.appendingPathComponent("\(job.id.lowercasedString).png")
             try? FileManager.default.createDirectory(at: outputDirectory, withIntermediateDirectories: true)

@@ -84,7 +84,8 @@ extension ImageJobsCommand {
                 if let w = job.workerID { rows.append(["worker_id", w]) }
                 if let e = job.errorMessage { rows.append(["error_message", e]) }
                 if let r = result {
-                    rows.append(["result", "\(r.width ?? 0)×\(r.height ?? 0) \(r.contentType), \(r.byteSize) bytes, \(r.backend), \(r.generationMilliseconds) ms"])
+                    let size = (r.metadata["width"]?.intValue).flatMap { w in (r.metadata["height"]?.intValue).map { "\(w)×\($0) " } } ?? ""
+                    rows.append(["result", "\(size)\(r.contentType), \(r.byteSize) bytes, \(r.backend), \(r.generationMilliseconds) ms"])
                     rows.append(["result_sha256", r.sha256])
                 }
                 print(table(["field", "value"], rows))

@@ -62,7 +62,7 @@ struct Prune: AsyncParsableCommand {
                 try printJSON(PruneReport(dryRun: dryRun, olderThan: age.text, result: result))
             } else {
                 let verb = dryRun ? "would delete" : "deleted"
-                print("\(verb) \(result.jobs) finished jobs older than \(age.text) (\(result.images) images), \(result.batches) batches, \(result.workers) worker records"
+                print("\(verb) \(result.jobs) finished jobs older than \(age.text) (\(result.results) images), \(result.batches) batches, \(result.workers) worker records"
                       + (dryRun ? "" : " in \(result.transactions) transactions"))
             }
         }

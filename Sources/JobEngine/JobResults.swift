@@ -1,24 +1,24 @@
 import Foundation
 import Postgres
 
-/// A job's stored result: the bytes (a PNG for image jobs) and what describes them.
+/// A job's stored result: bytes with a content type, and metadata that describes them (an
+/// image's size, say).
 public struct JobResultRecord: Sendable, Equatable {
     public var jobID: UUID
     public var contentType: String
     public var bytes: [UInt8]
-    public var width: Int?
-    public var height: Int?
+    /// What produced it (a backend's name).
     public var backend: String
     public var generationMilliseconds: Int
-    public var metadata: [String: String]
+    public var metadata: [String: JSONValue]
 
-    public init(jobID: UUID, contentType: String, bytes: [UInt8], width: Int?, height: Int?, backend: String,
-                generationMilliseconds: Int, metadata: [String: String] = [:]) {
+    public init(
+        jobID: UUID, contentType: String, bytes: [UInt8], backend: String, generationMilliseconds: Int,
+        metadata: [String: JSONValue] = [:]
+    ) {
         self.jobID = jobID
         self.contentType = contentType
         self.bytes = bytes
-        self.width = width
-        self.height = height
         self.backend = backend
         self.generationMilliseconds = generationMilliseconds
         self.metadata = metadata
@@ -28,17 +28,15 @@ public struct JobResultRecord: Sendable, Equatable {
 /// A stored result without its bytes (what `status` shows).
 public struct JobResultInfo: Sendable, Equatable, Codable {
     public var contentType: String
-    public var width: Int?
-    public var height: Int?
     public var byteSize: Int
     public var sha256: String
     public var backend: String
     public var generationMilliseconds: Int
-    public var metadata: [String: String]
+    public var metadata: [String: JSONValue]
     public var createdAt: Date
 
     enum CodingKeys: String, CodingKey {
-        case width, height, sha256, backend, metadata
+        case sha256, backend, metadata
         case contentType = "content_type", byteSize = "byte_size", generationMilliseconds = "generation_ms", createdAt = "created_at"
     }
 }
@@ -56,8 +54,7 @@ public enum JobResults {
     public static func info(_ jobID: UUID, pool: PGPool) async throws -> JobResultInfo? {
         guard let row = try await pool.query(JobSQL.resultInfo(jobID: jobID).named("JobSQL.resultInfo")).first else { return nil }
         return JobResultInfo(
-            contentType: try row.decode("content_type"), width: try row.decode("width"), height: try row.decode("height"),
-            byteSize: try row.decode("byte_size"), sha256: try row.decode("sha256"), backend: try row.decode("backend"),
+            contentType: try row.decode("content_type"), byteSize: try row.decode("byte_size"), sha256: try row.decode("sha256"), backend: try row.decode("backend"),
             generationMilliseconds: try row.decode("generation_ms"), metadata: try row.decodeJSON("metadata"),
             createdAt: try row.decode("created_at"))
     }

@@ -512,11 +512,12 @@ enum JobSQL {
     }
 
     /// One page of retention (see migration 0007): finished jobs older than `olderThan`, their
-    /// images, emptied batches and gone workers, at most `limit` of each.
+    /// results, emptied batches and gone workers, at most `limit` of each.
     static func prune(olderThan: Duration, limit: Int, dryRun: Bool) -> PGQuery {
         """
-        SELECT jobs, images, batches, workers
+        SELECT p.jobs, p.results, p.batches, p.workers
         FROM prune_finished(\(olderThan.milliseconds) * interval '1 millisecond', \(limit), \(dryRun))
+             AS p(jobs, results, batches, workers)
         """
     }
 
@@ -625,11 +626,11 @@ extension JobSQL {
     /// Stores a job's result (replacing one from an earlier attempt of the same job).
     static func storeResult(_ r: JobResultRecord, sha256: String) -> PGQuery {
         """
-        INSERT INTO job_results (job_id, content_type, bytes, width, height, byte_size, sha256, backend, generation_ms, metadata)
-        VALUES (\(r.jobID), \(r.contentType), \(PGBytes(r.bytes)), \(r.width), \(r.height), \(r.bytes.count), \(sha256),
-                \(r.backend), \(r.generationMilliseconds), \(PGJSON(r.metadata))::jsonb)
+        INSERT INTO job_results (job_id, content_type, bytes, byte_size, sha256, backend, generation_ms, metadata)
+        VALUES (\(r.jobID), \(r.contentType), \(PGBytes(r.bytes)), \(r.bytes.count), \(sha256),
+                \(r.backend), \(r.generationMilliseconds), \(JSONText(text: JSONValue.object(r.metadata).jsonText))::jsonb)
         ON CONFLICT (job_id) DO UPDATE SET
-            content_type = excluded.content_type, bytes = excluded.bytes, width = excluded.width, height = excluded.height,
+            content_type = excluded.content_type, bytes = excluded.bytes,
             byte_size = excluded.byte_size, sha256 = excluded.sha256, backend = excluded.backend,
             generation_ms = excluded.generation_ms, metadata = excluded.metadata, created_at = now()
         """
@@ -637,7 +638,7 @@ extension JobSQL {
 
     static func resultInfo(jobID: UUID) -> PGQuery {
         """
-        SELECT content_type, width, height, byte_size, sha256, backend, generation_ms, metadata::text AS metadata, created_at
+        SELECT content_type, byte_size, sha256, backend, generation_ms, metadata::text AS metadata, created_at
         FROM job_results WHERE job_id = \(jobID)
         """
     }

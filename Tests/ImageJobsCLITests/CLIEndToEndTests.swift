@@ -111,7 +111,7 @@ struct CLIEndToEndTests {
             #expect(bytes == [UInt8](try stored.decode("bytes", as: Data.self)))
             #expect(SHA256.hex(bytes) == (try stored.decode("sha256", as: String.self)))
             #expect(status.stdout.contains("\"sha256\":\"\(SHA256.hex(bytes))\""))
-            #expect(try await schema.pool.int("SELECT count(*) FROM job_results WHERE width = 256 AND height = 256") == 20)
+            #expect(try await schema.pool.int("SELECT count(*) FROM job_results WHERE metadata @> '{\"width\": 256, \"height\": 256}'") == 20)
         }
     }
 

@@ -39,7 +39,7 @@ struct ImageWorkerTests {
             #expect(job.retryCount == 1, "\(job.errors.map(\.message))")
             #expect(job.errors.first?.message == "automatic1111: HTTP 429")
             let info = try #require(try await JobResults.info(id, pool: schema.pool))
-            #expect(info.width == 64 && info.height == 64 && info.backend == "automatic1111")
+            #expect(info.metadata["width"] == 64 && info.metadata["height"] == 64 && info.backend == "automatic1111")
             #expect(info.byteSize == png.count)
             #expect(info.sha256 == SHA256.hex(png))
             #expect(try await JobResults.bytes(id, pool: schema.pool) == png)

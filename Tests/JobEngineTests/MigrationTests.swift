@@ -63,8 +63,8 @@ struct MigrationTests {
                   (gen_random_uuid(), \(conversation), NULL, 'image.generate', '{"prompt":"x"}', 'normal', 'cancelled', 0, 0, NULL, NULL, NULL, NULL, now(), NULL, NULL)
                 """)
             try await schema.pool.query("""
-                INSERT INTO job_results (job_id, content_type, bytes, byte_size, sha256, backend, generation_ms)
-                SELECT id, 'image/png', '\\x00', 1, repeat('a', 64), 'procedural', 1 FROM jobs WHERE status = 'completed'
+                INSERT INTO job_results (job_id, content_type, bytes, width, height, byte_size, sha256, backend, generation_ms, metadata)
+                SELECT id, 'image/png', '\\x00', 640, 480, 1, repeat('a', 64), 'procedural', 1, '{"seed": "7"}' FROM jobs WHERE status = 'completed'
                 """)
             let snapshot: PGQuery = "SELECT string_agg(concat_ws('|', id, batch_id, kind, params, priority, status, attempt, retry_count, error_message, idempotency_key), ',' ORDER BY id) FROM jobs"
             let before: String = try await schema.pool.scalar(snapshot)
@@ -75,7 +75,10 @@ struct MigrationTests {
             #expect(try await schema.pool.int("SELECT count(*) FROM jobs WHERE group_id = \(conversation)") == 5)
             #expect(try await schema.pool.int("SELECT count(*) FROM batches WHERE group_id = \(conversation)") == 1)
             #expect(try await schema.pool.int("SELECT count(*) FROM report_conversations WHERE conversation_id = \(conversation)") == 1)
-            #expect(try await schema.pool.int("SELECT count(*) FROM job_results") == 1)
+            // The result's size moved into its metadata (0015), beside what was there.
+            #expect(try await schema.pool.int("""
+                SELECT count(*) FROM job_results WHERE metadata = '{"seed": "7", "width": 640, "height": 480}'::jsonb
+                """) == 1)
             // The queue works on the carried rows: positions are exact, the key still dedupes.
             let queue = JobQueue(pool: schema.pool, logger: TestLog.quiet)
             let added = try await queue.submit(JobSpec(kind: "image.generate", params: [:], groupID: conversation))
@@ -85,6 +88,9 @@ struct MigrationTests {
 
             _ = try await migrator.down(to: 11)
             #expect(try await schema.pool.int("SELECT count(*) FROM jobs WHERE conversation_id = \(conversation)") == 6)
+            #expect(try await schema.pool.int("""
+                SELECT count(*) FROM job_results WHERE width = 640 AND height = 480 AND metadata = '{"seed": "7"}'::jsonb
+                """) == 1)
         }
     }
 

@@ -6,7 +6,7 @@ import Testing
 
 @Suite("retention", .enabled(if: TestDatabase.isConfigured))
 struct RetentionTests {
-    @Test("old finished jobs and their images go; pending, running and recent jobs stay; a dry run deletes nothing")
+    @Test("old finished jobs and their results go; pending, running and recent jobs stay; a dry run deletes nothing")
     func pruneKeepsWhatMustStay() async throws {
         try await TestDatabase.withMigratedSchema { schema, queue in
             let pool = schema.pool
@@ -38,8 +38,8 @@ struct RetentionTests {
             let withImages = Array(finishedOld.prefix(12)) + Array(recent.prefix(2))
             for id in withImages {
                 try await pool.query("""
-                    INSERT INTO job_results (job_id, content_type, bytes, width, height, byte_size, sha256, backend, generation_ms)
-                    VALUES (\(id), 'image/png', '\\x89504e47', 1, 1, 4, repeat('a', 64), 'test', 1)
+                    INSERT INTO job_results (job_id, content_type, bytes, byte_size, sha256, backend, generation_ms)
+                    VALUES (\(id), 'image/png', '\\x89504e47', 4, repeat('a', 64), 'test', 1)
                     """)
             }
             try await pool.query("""
@@ -51,11 +51,11 @@ struct RetentionTests {
             let week = Duration.seconds(7 * 86400)
 
             let preview = try await maintenance.prune(olderThan: week, batch: 7, dryRun: true)
-            #expect(preview == PruneResult(jobs: finishedOld.count, images: 12, batches: 1, workers: 1, transactions: 1))
+            #expect(preview == PruneResult(jobs: finishedOld.count, results: 12, batches: 1, workers: 1, transactions: 1))
             #expect(try await pool.int("SELECT count(*) FROM jobs") == 30 + 4 + 3 + 5 + 3 + 1)
 
             let pruned = try await maintenance.prune(olderThan: week, batch: 7)
-            #expect(pruned.jobs == finishedOld.count && pruned.images == 12 && pruned.batches == 1 && pruned.workers == 1)
+            #expect(pruned.jobs == finishedOld.count && pruned.results == 12 && pruned.batches == 1 && pruned.workers == 1)
             // Pages of 7: 36 jobs take 6 transactions (the last one short).
             #expect(pruned.transactions == (finishedOld.count + 6) / 7)
             let left = Set(try await pool.query("SELECT id FROM jobs").map { try $0.decode("id", as: UUID.self) })

@@ -1489,5 +1489,36 @@ extension Migration {
 
             """#
         ),
+        Migration(
+            version: 15, name: "generic_results",
+            up: #"""
+            -- 0015 generic_results
+            --
+            -- What it does: a result is bytes with a content type and metadata, whatever the job made.
+            -- The image-shaped columns `job_results.width` and `height` move into `metadata` (as the
+            -- numbers `width` and `height`, which is where the image product now writes them) and are
+            -- dropped. Nothing else changes: bytes, content type, size, SHA-256, backend and generation
+            -- time stay columns.
+            --
+            -- Caveats: the UPDATE rewrites each result row that has a size (the bytes are stored out of
+            -- line and are not copied), under a row lock each: run it when few results are being stored.
+
+            UPDATE job_results
+            SET metadata = metadata || jsonb_strip_nulls(jsonb_build_object('width', width, 'height', height))
+            WHERE width IS NOT NULL OR height IS NOT NULL;
+            ALTER TABLE job_results DROP COLUMN width, DROP COLUMN height;
+
+            """#,
+            down: #"""
+            -- 0015 generic_results, reverted: `width` and `height` are columns again, filled from the
+            -- metadata (and removed from it).
+            ALTER TABLE job_results ADD COLUMN width integer CHECK (width > 0), ADD COLUMN height integer CHECK (height > 0);
+            UPDATE job_results
+            SET width = (metadata ->> 'width')::integer, height = (metadata ->> 'height')::integer,
+                metadata = metadata - 'width' - 'height'
+            WHERE metadata ? 'width' OR metadata ? 'height';
+
+            """#
+        ),
     ]
 }

@@ -144,7 +144,7 @@ public struct Maintenance: Service, Sendable {
         return result
     }
 
-    /// Deletes finished jobs (and their images), emptied batches and gone workers older than
+    /// Deletes finished jobs (and their results), emptied batches and gone workers older than
     /// `olderThan`, `batch` rows per transaction, until nothing is left or `budget` is spent.
     /// Each transaction runs under a 5 s statement timeout and a 1 s lock timeout, and its row
     /// locks skip what others hold, so pruning never makes a claim or a completion wait.
@@ -158,7 +158,7 @@ public struct Maintenance: Service, Sendable {
                 try await conn.query("SET LOCAL lock_timeout = '1s'".named("Maintenance.pruneLockTimeout"))
                 let row = try await conn.query(JobSQL.prune(olderThan: olderThan, limit: batch, dryRun: dryRun).named("JobSQL.prune"))[0]
                 return PruneResult(
-                    jobs: try row.decode("jobs"), images: try row.decode("images"),
+                    jobs: try row.decode("jobs"), results: try row.decode("results"),
                     batches: try row.decode("batches"), workers: try row.decode("workers"), transactions: 1)
             }
             total.add(page)
@@ -167,7 +167,7 @@ public struct Maintenance: Service, Sendable {
         }
         if total.jobs + total.batches + total.workers > 0 && !dryRun {
             logger.info("pruned finished jobs", metadata: [
-                "prune.jobs": "\(total.jobs)", "prune.images": "\(total.images)",
+                "prune.jobs": "\(total.jobs)", "prune.results": "\(total.results)",
                 "prune.batches": "\(total.batches)", "prune.workers": "\(total.workers)",
             ])
         }
@@ -178,15 +178,16 @@ public struct Maintenance: Service, Sendable {
 /// What a prune deleted (or, in a dry run, would delete).
 public struct PruneResult: Sendable, Equatable, Codable {
     public var jobs = 0
-    public var images = 0
+    /// Stored results deleted with their jobs.
+    public var results = 0
     public var batches = 0
     public var workers = 0
     /// Transactions it took (one page each).
     public var transactions = 0
 
-    public init(jobs: Int = 0, images: Int = 0, batches: Int = 0, workers: Int = 0, transactions: Int = 0) {
+    public init(jobs: Int = 0, results: Int = 0, batches: Int = 0, workers: Int = 0, transactions: Int = 0) {
         self.jobs = jobs
-        self.images = images
+        self.results = results
         self.batches = batches
         self.workers = workers
         self.transactions = transactions
@@ -194,7 +195,7 @@ public struct PruneResult: Sendable, Equatable, Codable {
 
     mutating func add(_ other: PruneResult) {
         jobs += other.jobs
-        images += other.images
+        results += other.results
         batches += other.batches
         workers += other.workers
         transactions += other.transactions

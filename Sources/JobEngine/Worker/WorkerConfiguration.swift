@@ -34,7 +34,7 @@ public struct WorkerConfiguration: Sendable {
     public var maxReconnectDelay: Duration = .seconds(2)
     /// Most jobs the sweep rescues per statement. Defaults to 500.
     public var sweepBatch = 500
-    /// Finished jobs (with their images), emptied batches and gone workers older than this are
+    /// Finished jobs (with their results), emptied batches and gone workers older than this are
     /// deleted by the sweep, a page at a time. Defaults to 7 days; `nil` keeps everything.
     public var retention: Duration? = .seconds(7 * 24 * 3600)
     /// Rows per prune transaction. Defaults to 1,000.
