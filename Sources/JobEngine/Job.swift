@@ -130,8 +130,8 @@ public struct JobSpec: Sendable, Equatable {
     /// The handler's parameters, a JSON object of at most 64 KiB.
     public var params: [String: JSONValue]
     /// The group the job belongs to: a batch holds jobs of one group, idempotency keys are
-    /// unique per group. An application names its own groups (the image product uses the
-    /// conversation's id; any name maps to a UUID by version 5).
+    /// unique per group. An application names its own groups (a user's, a tenant's, a
+    /// thread's id; any name maps to a UUID by version 5).
     public var groupID: UUID
     public var priority: JobPriority
     /// Wall-clock limit of one attempt. Defaults to 300 s.

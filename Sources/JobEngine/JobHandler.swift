@@ -34,7 +34,7 @@ public struct JobResult: Sendable {
 /// failure whose description becomes the attempt's error message.
 public struct JobFailure: Error, Sendable, CustomStringConvertible {
     public var message: String
-    /// A permanent failure (a rejected prompt) goes straight to `error`; no retry.
+    /// A permanent failure (input the backend rejects) goes straight to `error`; no retry.
     public var permanent: Bool
 
     public static func retryable(_ message: String) -> JobFailure { JobFailure(message: message, permanent: false) }
@@ -45,14 +45,14 @@ public struct JobFailure: Error, Sendable, CustomStringConvertible {
 
 /// Runs jobs of one kind.
 public protocol JobHandler: Sendable {
-    /// The kind this handler runs (`image.generate`).
+    /// The kind this handler runs (`mail.send`, say).
     var kind: String { get }
     /// Runs one attempt. Honour task cancellation: the worker cancels the task at the job's
     /// deadline, when the job is cancelled and at shutdown.
     func run(_ job: ClaimedJob, context: JobContext) async throws -> JobResult
 }
 
-/// Runs blocking or CPU-heavy work (image rendering, a child process) on a thread of its own,
+/// Runs blocking or CPU-heavy work (rendering, a child process) on a thread of its own,
 /// so handlers never block Swift's cooperative pool.
 public func runBlocking<T: Sendable>(name: String, _ body: @escaping @Sendable () -> T) async -> T {
     await runOnNewThread(name: name, body)

@@ -4,7 +4,7 @@ import Postgres
 import Tracing
 
 /// Limits on what a submit accepts. Every one is configurable; the defaults are what a
-/// production image service would accept.
+/// production service would accept.
 public struct JobLimits: Sendable, Equatable {
     /// Most jobs in one batch. Defaults to 10,000.
     public var maxBatchSize: Int = 10_000

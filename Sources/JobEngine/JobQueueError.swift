@@ -23,7 +23,7 @@ public struct JobQueueError: Error, Sendable, CustomStringConvertible {
 
     public var code: Code
     public var message: String
-    /// The offending field (`prompt`, `width`, …) for invalid input.
+    /// The offending field (`timeout`, `params`, …) for invalid input.
     public var field: String?
     /// The offending item's index in a batch.
     public var index: Int?

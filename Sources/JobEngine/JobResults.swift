@@ -1,8 +1,8 @@
 import Foundation
 import Postgres
 
-/// A job's stored result: bytes with a content type, and metadata that describes them (an
-/// image's size, say).
+/// A job's stored result: bytes with a content type, and metadata that describes them (their
+/// dimensions, the settings that made them).
 public struct JobResultRecord: Sendable, Equatable {
     public var jobID: UUID
     public var contentType: String
