@@ -225,7 +225,6 @@ struct Bench {
         let workerPool = pool(min(8, concurrency + 2), app: "imagejobs-bench-worker")
         let worker = Worker(pool: workerPool, handlers: [NoopHandler(recorder: recorder)], configuration: config, logger: logger)
         let xactBefore = try await xactCommits(queue.pool)
-        let statementsBefore = PGStatistics.statementsSent
         let task = Task { try await worker.run() }
         let deadline = Date().addingTimeInterval(Double(env["BENCH_PHASE_TIMEOUT"].flatMap { Double($0) } ?? 300))
         var completedAt: Date?
@@ -239,7 +238,7 @@ struct Bench {
         task.cancel()
         _ = await task.result
         await workerPool.close()
-        let statements = PGStatistics.statementsSent - statementsBefore
+        let statements = await workerPool.statementsSent
         let xacts = try await xactCommits(queue.pool) - xactBefore
         let first = recorder.firstStart ?? Date()
         let elapsed = (completedAt ?? Date()).timeIntervalSince(first)

@@ -85,6 +85,8 @@ public actor PGConnection {
     private let health = PGConnectionHealth()
     /// The backend's process id (`pg_backend_pid()`), for diagnostics and tests.
     public nonisolated let backendPID: Int32
+    /// Statements this connection has sent.
+    public private(set) var statementsSent = 0
     let logger: Logger
 
     /// The most statements kept prepared per connection; further ones run unprepared.
@@ -239,7 +241,7 @@ public actor PGConnection {
     }
 
     private func execute(_ query: PGQuery, conn: OpaquePointer) throws -> PGRows {
-        PGStatistics.countStatement()
+        statementsSent += 1
         let count = query.binds.count
         var buffers: [UnsafeMutablePointer<CChar>?] = []
         var lengths: [Int32] = []
@@ -373,25 +375,5 @@ public actor PGConnection {
         return PGError(
             .server, message: message, sqlState: sqlState, detail: field("D"), hint: field("H"),
             constraint: field("n"), table: field("t"), column: field("c"), dataType: field("d"), queryName: name)
-    }
-}
-
-
-/// Process-wide counters of the wrapper (for the benchmark's cost per job).
-public enum PGStatistics {
-    private static let lock = NSLock()
-    nonisolated(unsafe) private static var statements = 0
-
-    static func countStatement() {
-        lock.lock()
-        statements += 1
-        lock.unlock()
-    }
-
-    /// Statements sent by every connection of this process so far.
-    public static var statementsSent: Int {
-        lock.lock()
-        defer { lock.unlock() }
-        return statements
     }
 }

@@ -35,6 +35,8 @@ public actor PGPool {
     /// Connections found broken (server restart, terminated backend, network) and dropped;
     /// each is replaced by a new connection when next needed.
     public private(set) var connectionsLost = 0
+    /// Statements sent by connections this pool has closed.
+    private var statementsOfClosedConnections = 0
 
     public init(configuration: PGConfiguration, options: Options = Options(), logger: Logger) {
         precondition(options.maxConnections >= 1, "a pool needs at least one connection")
@@ -45,6 +47,22 @@ public actor PGPool {
 
     /// The number of connections currently open (idle or leased).
     public var openConnections: Int { openCount }
+
+    /// Statements sent through this pool: by its idle connections and every connection it has
+    /// closed (after ``close()``, all of them). Each connection counts its own, on its own
+    /// thread, so counting costs a statement nothing.
+    public var statementsSent: Int {
+        get async {
+            var total = statementsOfClosedConnections
+            for connection in idle { total += await connection.statementsSent }
+            return total
+        }
+    }
+
+    private func retire(_ connection: PGConnection) async {
+        statementsOfClosedConnections += await connection.statementsSent
+        await connection.close()
+    }
 
     /// Leases a connection for the duration of `body`.
     @discardableResult
@@ -88,7 +106,7 @@ public actor PGPool {
         let connections = idle
         idle.removeAll()
         openCount -= connections.count
-        for connection in connections { await connection.close() }
+        for connection in connections { await retire(connection) }
         for id in waiterOrder { waiters.removeValue(forKey: id)?.resume() }
         waiterOrder.removeAll()
     }
@@ -98,7 +116,7 @@ public actor PGPool {
         let connections = idle
         idle.removeAll()
         openCount -= connections.count
-        for connection in connections { await connection.close() }
+        for connection in connections { await retire(connection) }
     }
 
     private func acquire() async throws -> PGConnection {
@@ -109,7 +127,7 @@ public actor PGPool {
                 if connection.isUsable { return connection }
                 openCount -= 1
                 connectionsLost += 1
-                await connection.close()
+                await retire(connection)
             }
             if openCount < options.maxConnections {
                 openCount += 1
@@ -138,7 +156,7 @@ public actor PGPool {
         } else {
             if !closed { connectionsLost += 1 }
             openCount -= 1
-            await connection.close()
+            await retire(connection)
         }
         wakeOne()
     }

@@ -26,6 +26,20 @@ struct PGWrapperTests {
         }
     }
 
+    @Test("a pool counts the statements its connections sent, also after it closed them")
+    func statementsCounted() async throws {
+        try await TestDatabase.withSchema { schema in
+            let pool = schema.makePool(maxConnections: 2)
+            #expect(await pool.statementsSent == 0)
+            for i in 0..<5 { _ = try await pool.query("SELECT \(i)::int AS i") }
+            try await pool.withTransaction { connection in _ = try await connection.query("SELECT 1 AS one") }
+            let open = await pool.statementsSent
+            #expect(open == 8, "\(open)")  // five queries; the transaction: BEGIN, its statement, COMMIT
+            await pool.close()
+            #expect(await pool.statementsSent == open)
+        }
+    }
+
     @Test("typed decoding: integers, Bool, Double, UUID, Date, JSON, arrays and NULL")
     func typedDecoding() async throws {
         try await TestDatabase.withSchema { schema in
