@@ -34,12 +34,12 @@ test: deps ## Start a throwaway PostgreSQL, run every test, stop it (even when t
 
 chaos: build ## The fault drills alone against the local cluster (kill -9, restarts, crashes, SIGSTOP).
 	@url=$${DATABASE_URL:-$$(scripts/db.sh up | sed 's/^DATABASE_URL=//')}; \
-	  DATABASE_URL="$$url" "$(BIN_DIR)/imagejobs-chaos" --bin "$(BIN_DIR)/imagejobs" --pg-ctl "scripts/db.sh ctl" \
+	  DATABASE_URL="$$url" "$(BIN_DIR)/imagejobs-chaos" --worker-bin "$(BIN_DIR)/imagejobs-drill-worker" --pg-ctl "scripts/db.sh ctl" \
 	  --jobs $${CHAOS_JOBS:-5000} --seed $${CHAOS_SEED:-$$(date +%s)}
 
 soak: build ## A long run: 1,000,000 jobs (SOAK_JOBS) with retention pruning, exactly-once and table-bloat checks.
 	@url=$${DATABASE_URL:-$$(scripts/db.sh up | sed 's/^DATABASE_URL=//')}; \
-	  DATABASE_URL="$$url" "$(BIN_DIR)/imagejobs-chaos" --bin "$(BIN_DIR)/imagejobs" --pg-ctl "scripts/db.sh ctl" \
+	  DATABASE_URL="$$url" "$(BIN_DIR)/imagejobs-chaos" --worker-bin "$(BIN_DIR)/imagejobs-drill-worker" --pg-ctl "scripts/db.sh ctl" \
 	  --scenarios soak --soak-jobs $${SOAK_JOBS:-1000000} --workers $${SOAK_WORKERS:-4}
 
 examples: build ## Build and run every package under Examples/ against the local cluster (or $$DATABASE_URL).

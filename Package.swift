@@ -91,6 +91,12 @@ let package = Package(
             swiftSettings: settings
         ),
         .executableTarget(
+            name: "imagejobs-drill-worker",
+            dependencies: ["ImageJobsCLI", "JobEngine", "Postgres", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Tests/DrillWorker",
+            swiftSettings: settings
+        ),
+        .executableTarget(
             name: "imagejobs-chaos",
             dependencies: ["Postgres", "JobEngine"],
             path: "Tests/Chaos",

@@ -28,7 +28,8 @@ fi
 
 swift build
 IMAGEJOBS_BIN="$(swift build --show-bin-path)/imagejobs"
-export IMAGEJOBS_BIN
+IMAGEJOBS_DRILL_WORKER_BIN="$(swift build --show-bin-path)/imagejobs-drill-worker"
+export IMAGEJOBS_BIN IMAGEJOBS_DRILL_WORKER_BIN
 # A Python with psycopg: the tests enqueue through a SQL client this project did not write.
 IMAGEJOBS_PYTHON="$(scripts/python-env.sh)"
 export IMAGEJOBS_PYTHON
@@ -36,7 +37,7 @@ scripts/compose-check.sh
 swift test
 # The fault drills restart and crash the server, so they run after the parallel tests, alone.
 echo "== fault drills (imagejobs-chaos)"
-"$(swift build --show-bin-path)/imagejobs-chaos" --bin "$IMAGEJOBS_BIN" --pg-ctl "scripts/db.sh ctl" \
+"$(swift build --show-bin-path)/imagejobs-chaos" --worker-bin "$IMAGEJOBS_DRILL_WORKER_BIN" --pg-ctl "scripts/db.sh ctl" \
     --jobs "${CHAOS_JOBS:-5000}" --workers 4 --seed "${CHAOS_SEED:-$(date +%s)}"
 # The packages a team would copy, built and run against databases of their own.
 scripts/examples.sh

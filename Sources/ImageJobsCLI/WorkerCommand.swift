@@ -11,6 +11,16 @@ import UnixSignals
 struct WorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "worker", abstract: "Run jobs until SIGTERM/SIGINT (running jobs then finish within the grace period).")
+    @OptionGroup var options: WorkerOptions
+
+    func run() async throws {
+        try await options.run()
+    }
+}
+
+/// The worker's flags and how they make a worker: `imagejobs worker`, and the drills' worker
+/// (which adds its own handlers), take the same ones.
+package struct WorkerOptions: ParsableArguments {
     @OptionGroup var database: DatabaseOptions
     @Option(help: "Jobs run at once.") var concurrency: Int = 2
     @Option(help: "Image backend: procedural (offline, default), automatic1111, openai or command ($IMAGEJOBS_GENERATOR).")
@@ -32,11 +42,11 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Seconds between samples of the queue depth for the metrics.") var queueDepthInterval: Double = 15
     @Option(help: "Database connections of this process.") var maxConnections: Int?
     @Flag(help: "Poll only; no LISTEN (for PgBouncer in transaction mode).") var noListen = false
-    @Flag(help: .hidden) var diagnostic = false
     @Flag(help: .hidden) var benchNoop = false
-    @Option(help: .hidden) var executionLog: String?
 
-    func validate() throws {
+    package init() {}
+
+    package func validate() throws {
         if !(1...1000).contains(concurrency) { throw ValidationError("--concurrency must be 1–1000") }
         if !["procedural", "automatic1111", "openai", "command"].contains(generator) {
             throw ValidationError("--generator must be procedural, automatic1111, openai or command")
@@ -53,7 +63,8 @@ struct WorkerCommand: AsyncParsableCommand {
         if let metricsPort, !(1...65535).contains(metricsPort) { throw ValidationError("--metrics-port must be 1–65535") }
     }
 
-    func run() async throws {
+    /// Runs the worker with the image handler, and `extraHandlers` for kinds of their own.
+    package func run(extraHandlers: [any JobHandler] = []) async throws {
         try await runCommand {
             // A worker logs at info unless told otherwise: claims and completions stay at debug,
             // retries, timeouts, rescues and reconnects show.
@@ -88,7 +99,7 @@ struct WorkerCommand: AsyncParsableCommand {
             var handlers: [any JobHandler] = [
                 ImageJobHandler(generator: imageGenerator, outputDirectory: outputDir.map { URL(fileURLWithPath: $0) })
             ]
-            if diagnostic { handlers.append(DiagnosticHandler(executionLog: executionLog)) }
+            handlers += extraHandlers
             if benchNoop { handlers.append(NoopHandler(recorder: nil)) }
             let worker = Worker(pool: pool, handlers: handlers, configuration: config, logger: logger)
             let group = ServiceGroup(
@@ -100,7 +111,7 @@ struct WorkerCommand: AsyncParsableCommand {
     }
 }
 
-extension WorkerCommand {
+extension WorkerOptions {
     func makeGenerator() throws -> any ImageGenerator {
         switch generator {
         case "automatic1111":
@@ -129,67 +140,5 @@ extension LoggingSystem {
             handler.logLevel = Logger.Level(rawValue: level) ?? .info
             return handler
         }
-    }
-}
-
-/// A handler for tests and fault drills, driven by the job's parameters:
-/// `sleep_ms` (cooperative), `fail_attempts` (fail the first N attempts), `permanent` (fail
-/// for good), `crash_attempts` (exit the process on the first N attempts, `-1` on all),
-/// `hang_ms` (ignore cancellation), `db_sleep_ms` with `db_timeout_ms` and `db_attempts` (run a
-/// statement past its statement timeout on the first attempts). Appends start and end lines
-/// to an execution log.
-struct DiagnosticHandler: JobHandler {
-    let kind = "test.script"
-    let executionLog: String?
-
-    func run(_ claimed: ClaimedJob, context: JobContext) async throws -> JobResult {
-        let job = claimed.job
-        let p = job.params
-        log("start", job)
-        let crash = p["crash_attempts"]?.intValue ?? 0
-        if crash == -1 || job.attempt <= crash {
-            log("crash", job)
-            exit(3)
-        }
-        if let hang = p["hang_ms"]?.intValue {
-            // Ignores cancellation on purpose (waiting on a thread of its own, not the pool).
-            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                Thread {
-                    usleep(useconds_t(hang * 1000))
-                    c.resume()
-                }.start()
-            }
-        }
-        if let sleep = p["sleep_ms"]?.intValue {
-            try await Task.sleep(for: .milliseconds(sleep))
-        }
-        if let dbSleep = p["db_sleep_ms"]?.intValue, job.attempt <= (p["db_attempts"]?.intValue ?? 1) {
-            // A statement that runs into its statement timeout inside the handler: the error
-            // (SQLSTATE 57014) fails the attempt like any other, and the connection stays usable.
-            let timeout = p["db_timeout_ms"]?.intValue ?? 100
-            try await context.pool.withTransaction { conn in
-                try await conn.setLocalStatementTimeout(.milliseconds(timeout))
-                try await conn.query("SELECT pg_sleep(\(Double(dbSleep) / 1000))")
-            }
-        }
-        if p["permanent"]?.boolValue == true {
-            log("fail", job)
-            throw JobFailure.permanent("permanent failure requested")
-        }
-        if job.attempt <= (p["fail_attempts"]?.intValue ?? 0) {
-            log("fail", job)
-            throw JobFailure.retryable("failure requested on attempt \(job.attempt)")
-        }
-        log("end", job)
-        return JobResult()
-    }
-
-    private func log(_ event: String, _ job: Job) {
-        guard let executionLog else { return }
-        let line = "\(event) \(job.id.lowercasedString) \(job.attempt) \(getpid()) \(Date().timeIntervalSince1970)\n"
-        let fd = open(executionLog, O_WRONLY | O_APPEND | O_CREAT, 0o644)
-        guard fd >= 0 else { return }
-        _ = line.withCString { write(fd, $0, strlen($0)) }
-        close(fd)
     }
 }

@@ -20,7 +20,8 @@ func say(_ line: String) {
 }
 
 struct Options {
-    var bin = ""
+    /// The drills' worker, `imagejobs-drill-worker`.
+    var workerBin = ""
     var pgCtl = "scripts/db.sh ctl"
     var jobs = 5000
     var workers = 4
@@ -33,7 +34,7 @@ struct Options {
         var args = CommandLine.arguments.dropFirst()
         while let a = args.popFirst() {
             switch a {
-            case "--bin": bin = args.popFirst() ?? ""
+            case "--worker-bin": workerBin = args.popFirst() ?? ""
             case "--pg-ctl": pgCtl = args.popFirst() ?? ""
             case "--jobs": jobs = Int(args.popFirst() ?? "") ?? jobs
             case "--workers": workers = Int(args.popFirst() ?? "") ?? workers
@@ -153,9 +154,9 @@ final class Fleet: @unchecked Sendable {
 
     func spawn() -> Process {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: options.bin)
+        p.executableURL = URL(fileURLWithPath: options.workerBin)
         p.arguments = [
-            "worker", "--diagnostic", "--execution-log", log, "--concurrency", "\(concurrency)", "--poll-interval", "0.2",
+            "--execution-log", log, "--concurrency", "\(concurrency)", "--poll-interval", "0.2",
             "--heartbeat-interval", "\(heartbeat)", "--lease", "\(lease)", "--sweep-interval", "\(sweep)", "--stuck-grace", "2",
             "--backoff-base", "0.2", "--shutdown-grace", "1", "--max-connections", "3", "--database-url", url, "--log-level", logLevel,
         ] + extraArguments
@@ -678,8 +679,8 @@ func waitFor(timeout: Double = 10, _ condition: () async -> Bool) async -> Bool 
     return false
 }
 
-guard !options.bin.isEmpty, !options.url.isEmpty else {
-    say("usage: DATABASE_URL=… imagejobs-chaos --bin PATH/imagejobs --pg-ctl \"scripts/db.sh ctl\" [--jobs N] [--workers N] [--seed N]")
+guard !options.workerBin.isEmpty, !options.url.isEmpty else {
+    say("usage: DATABASE_URL=… imagejobs-chaos --worker-bin PATH/imagejobs-drill-worker --pg-ctl \"scripts/db.sh ctl\" [--jobs N] [--workers N] [--seed N]")
     exit(2)
 }
 say("imagejobs-chaos: seed \(options.seed) (replay with --seed \(options.seed)); lease \(lease) s, heartbeat \(heartbeat) s, sweep \(sweep) s")

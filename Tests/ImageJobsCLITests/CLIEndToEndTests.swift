@@ -10,7 +10,12 @@ struct CLI {
         let path = ProcessInfo.processInfo.environment["IMAGEJOBS_BIN"]
         return path.flatMap { FileManager.default.isExecutableFile(atPath: $0) ? $0 : nil }
     }
-    static var isAvailable: Bool { binary != nil && TestDatabase.isConfigured }
+    /// The drills' worker (`imagejobs-drill-worker`: the worker plus the `test.script` handler).
+    static var drillWorker: String? {
+        let path = ProcessInfo.processInfo.environment["IMAGEJOBS_DRILL_WORKER_BIN"]
+        return path.flatMap { FileManager.default.isExecutableFile(atPath: $0) ? $0 : nil }
+    }
+    static var isAvailable: Bool { binary != nil && drillWorker != nil && TestDatabase.isConfigured }
 
     let databaseURL: String
 
@@ -46,8 +51,17 @@ struct CLI {
     /// Starts the binary in the background; its stderr goes to `stderr` when given (to show in
     /// a failure), else nowhere.
     func start(_ arguments: [String], stderr: URL? = nil) throws -> Process {
+        try start(program: CLI.binary!, arguments, stderr: stderr)
+    }
+
+    /// Starts the drills' worker (`worker`'s flags, without the word `worker`) in the background.
+    func startDrillWorker(_ arguments: [String], stderr: URL? = nil) throws -> Process {
+        try start(program: CLI.drillWorker!, Array(arguments.drop { $0 == "worker" }), stderr: stderr)
+    }
+
+    private func start(program: String, _ arguments: [String], stderr: URL?) throws -> Process {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: CLI.binary!)
+        p.executableURL = URL(fileURLWithPath: program)
         p.arguments = arguments + ["--database-url", databaseURL]
         p.standardOutput = FileHandle.nullDevice
         if let stderr {
@@ -168,7 +182,7 @@ struct CLIEndToEndTests {
             let cli = CLI(databaseURL: schema.connectionString)
             let slow = try await queue.submit(Factory.spec(params: ["db_sleep_ms": 3000, "db_timeout_ms": 100])).job.id
             let others = try await (0..<5).asyncMap { _ in try await queue.submit(Factory.spec()).job.id }
-            let worker = try cli.start(fastWorker + ["--diagnostic", "--max-connections", "2"])
+            let worker = try cli.startDrillWorker(fastWorker + ["--max-connections", "2"])
             let done = try await eventually {
                 try await schema.pool.int("SELECT count(*) FROM jobs WHERE status = 'completed'") == others.count + 1
             }
@@ -188,13 +202,13 @@ struct CLIEndToEndTests {
     func killedWorkerRescued() async throws {
         try await TestDatabase.withMigratedSchema { schema, queue in
             let cli = CLI(databaseURL: schema.connectionString)
-            // The diagnostic handler exits its process on attempt 1.
+            // The drills' handler exits its process on attempt 1.
             let id = try await queue.submit(Factory.spec(params: ["crash_attempts": .number(1)])).job.id
-            let a = try cli.start(fastWorker + ["--diagnostic"])
+            let a = try cli.startDrillWorker(fastWorker)
             await waitForExit(a)
             #expect(a.terminationStatus == 3)
             #expect(try await queue.job(id).status == .running)
-            let b = try cli.start(fastWorker + ["--diagnostic"])
+            let b = try cli.startDrillWorker(fastWorker)
             let done = try await eventually { try await queue.job(id).status == .completed }
             b.terminate()
             await waitForExit(b)

@@ -173,7 +173,7 @@ struct OperatorCommandTests {
             let handled = ok + [flaky, poison, slow]
             let log = FileManager.default.temporaryDirectory.appendingPathComponent("imagejobs-metrics-\(UUID()).log")
             defer { try? FileManager.default.removeItem(at: log) }
-            let worker = try cli.start(fastWorker + ["--diagnostic", "--concurrency", "4", "--metrics-port", "\(port)",
+            let worker = try cli.startDrillWorker(fastWorker + ["--concurrency", "4", "--metrics-port", "\(port)",
                                                      "--metrics-host", "127.0.0.1", "--queue-depth-interval", "0.2"], stderr: log)
             defer { worker.terminate() }
             let workerLog = { String((try? String(contentsOf: log, encoding: .utf8))?.suffix(2000) ?? "") }
