@@ -152,18 +152,7 @@ struct ReportSection: Sendable {
 
     /// Reads every section in one read-only, repeatable-read transaction (one snapshot).
     static func read(_ sections: [ReportSection], window: Duration, pool: PGPool) async throws -> [(ReportSection, PGRows)] {
-        try await pool.withTransaction { conn in
-            try await conn.query(("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY" as PGQuery).named("Report.snapshot"))
-            let interval = "\(window.milliseconds) milliseconds"
-            let setWindow: PGQuery = "SELECT set_config('imagejobs.report_window', \(interval), true)"
-            try await conn.query(setWindow.named("Report.window"))
-            var out: [(ReportSection, PGRows)] = []
-            for section in sections {
-                let select: PGQuery = "SELECT * FROM \(identifier: section.view)"
-                out.append((section, try await conn.query(select.named("Report.\(section.name)"))))
-            }
-            return out
-        }
+        Array(zip(sections, try await Reports.read(views: sections.map(\.view), window: window, pool: pool)))
     }
 
     /// A cell as display text: timestamps in UTC ISO 8601, numbers trimmed, NULL as "".

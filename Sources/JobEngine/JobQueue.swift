@@ -56,7 +56,7 @@ public final class JobQueue: Sendable {
     /// connection does not wait for a second one).
     func channel(on connection: PGConnection?) async throws -> String {
         if let cached = channelCache.value { return cached }
-        let query = JobSQL.currentSchema().named("JobSQL.currentSchema")
+        let query = JobSQL.currentSchema()
         let rows: PGRows
         if let connection { rows = try await connection.query(query) } else { rows = try await pool.query(query) }
         let row = rows[0]
@@ -159,7 +159,7 @@ public final class JobQueue: Sendable {
         do {
             guard spec.idempotencyKey != nil else {
                 let rows = try await connection.query(
-                    JobSQL.insertJobWithoutKey(spec, id: id, params: params, traceContext: traceContext, channel: channel, notify: notify).named("JobSQL.insertJobWithoutKey"))
+                    JobSQL.insertJobWithoutKey(spec, id: id, params: params, traceContext: traceContext, channel: channel, notify: notify))
                 guard let first = rows.first else { throw JobQueueError(.database, "the insert returned no row") }
                 return (try newJob(spec, id: id, row: first), true)
             }
@@ -167,19 +167,19 @@ public final class JobQueue: Sendable {
             var rows = try await connection.query(
                 JobSQL.insertJob(
                     row, groupID: spec.groupID, idempotencyKey: spec.idempotencyKey, traceContext: traceContext, channel: channel, notify: notify)
-                    .named("JobSQL.insertJob"))
+                    )
             if rows.isEmpty, spec.idempotencyKey != nil {
                 // The conflicting job committed after this statement's snapshot was taken: ask again.
                 rows = try await connection.query(
                     JobSQL.insertJob(
                         row, groupID: spec.groupID, idempotencyKey: spec.idempotencyKey, traceContext: traceContext, channel: channel, notify: false)
-                        .named("JobSQL.insertJob"))
+                        )
             }
             guard let first = rows.first else {
                 throw JobQueueError(.database, "the job was neither inserted nor found")
             }
             if let existing = try first.decode("existing", as: String?.self), let existingID = UUID(uuidString: existing) {
-                guard let full = try await connection.query(JobSQL.job(id: existingID).named("JobSQL.job")).first else {
+                guard let full = try await connection.query(JobSQL.job(id: existingID)).first else {
                     throw JobQueueError(.notFound, "the job with that idempotency key disappeared", jobID: existingID)
                 }
                 return (try JobSQL.decodeJob(full), false)
@@ -241,13 +241,13 @@ public final class JobQueue: Sendable {
                     JobSQL.insertBatch(
                         batchID: batchID, groupID: groupID, idempotencyKey: idempotencyKey, rows: rows, traceContext: traceContext,
                         channel: channel, notify: notify
-                    ).named("JobSQL.insertBatch"))
+                    ))
             }
             return SubmittedBatch(batchID: batchID, jobIDs: ids, created: true)
         } catch let error as PGError where error.sqlState == .uniqueViolation && error.constraint == "batches_idempotency_key" {
             guard let key = idempotencyKey,
                 let row = try await pool.query(
-                    JobSQL.batchByIdempotencyKey(groupID: groupID, key: key).named("JobSQL.batchByIdempotencyKey")
+                    JobSQL.batchByIdempotencyKey(groupID: groupID, key: key)
                 ).first
             else { throw JobQueueError.from(error) }
             return SubmittedBatch(batchID: try row.decode("batch_id"), jobIDs: try row.decode("job_ids"), created: false)
@@ -261,7 +261,7 @@ public final class JobQueue: Sendable {
     /// One job by id, in one primary-key lookup.
     public func job(_ id: UUID) async throws -> Job {
         do {
-            guard let row = try await pool.query(JobSQL.job(id: id).named("JobSQL.job")).first else {
+            guard let row = try await pool.query(JobSQL.job(id: id)).first else {
                 throw JobQueueError(.notFound, "no job \(id.lowercasedString)", jobID: id)
             }
             return try JobSQL.decodeJob(row)
@@ -273,7 +273,7 @@ public final class JobQueue: Sendable {
     /// A job's queue position, with an ETA from the last minute's completion rate.
     public func position(_ id: UUID) async throws -> QueuePosition {
         do {
-            guard let row = try await pool.query(JobSQL.position(id: id).named("JobSQL.position")).first else {
+            guard let row = try await pool.query(JobSQL.position(id: id)).first else {
                 throw JobQueueError(.notFound, "no job \(id.lowercasedString)", jobID: id)
             }
             let status: JobStatus = try row.decode("status")
@@ -292,7 +292,7 @@ public final class JobQueue: Sendable {
 
     /// The position counted row by row (slow with a long queue; for checks).
     public func positionByCounting(_ id: UUID) async throws -> (position: Int, aheadHigherPriority: Int) {
-        let row = try await pool.query(JobSQL.positionBruteForce(id: id).named("JobSQL.positionBruteForce"))[0]
+        let row = try await pool.query(JobSQL.positionBruteForce(id: id))[0]
         return (try row.decode("position"), try row.decode("ahead_higher"))
     }
 
@@ -303,7 +303,7 @@ public final class JobQueue: Sendable {
         }
         do {
             return try await pool.query(
-                JobSQL.list(groupID: groupID, batchID: batchID, status: status, limit: limit).named("JobSQL.list")
+                JobSQL.list(groupID: groupID, batchID: batchID, status: status, limit: limit)
             ).map(JobSQL.decodeJob)
         } catch {
             throw JobQueueError.from(error)
@@ -313,7 +313,7 @@ public final class JobQueue: Sendable {
     /// A batch's jobs counted per status.
     public func batch(_ id: UUID) async throws -> BatchProgress {
         do {
-            let rows = try await pool.query(JobSQL.batchProgress(batchID: id).named("JobSQL.batchProgress"))
+            let rows = try await pool.query(JobSQL.batchProgress(batchID: id))
             guard let first = rows.first else { throw JobQueueError(.notFound, "no batch \(id.lowercasedString)") }
             var counts: [String: Int] = [:]
             for status in JobStatus.allCases { counts[status.rawValue] = 0 }
@@ -337,7 +337,7 @@ public final class JobQueue: Sendable {
     public func cancel(_ id: UUID) async throws -> JobStatus {
         do {
             let channel = try await channel()
-            guard let row = try await pool.query(JobSQL.cancel(id: id, channel: channel).named("JobSQL.cancel")).first else {
+            guard let row = try await pool.query(JobSQL.cancel(id: id, channel: channel)).first else {
                 throw JobQueueError(.notFound, "no job \(id.lowercasedString)", jobID: id)
             }
             let old = try row.decode("old_status", as: JobStatus.self)
@@ -355,7 +355,7 @@ public final class JobQueue: Sendable {
     public func cancelBatch(_ id: UUID) async throws -> Int {
         do {
             let channel = try await channel()
-            let row = try await pool.query(JobSQL.cancelBatch(batchID: id, channel: channel).named("JobSQL.cancelBatch"))[0]
+            let row = try await pool.query(JobSQL.cancelBatch(batchID: id, channel: channel))[0]
             guard try row.decode("batches", as: Int.self) == 1 else { throw JobQueueError(.notFound, "no batch \(id.lowercasedString)") }
             return try row.decode("cancelled")
         } catch {
@@ -367,7 +367,7 @@ public final class JobQueue: Sendable {
     public func retry(_ id: UUID) async throws {
         do {
             let channel = try await channel()
-            guard let row = try await pool.query(JobSQL.requeue(id: id, channel: channel).named("JobSQL.requeue")).first else {
+            guard let row = try await pool.query(JobSQL.requeue(id: id, channel: channel)).first else {
                 throw JobQueueError(.notFound, "no job \(id.lowercasedString)", jobID: id)
             }
             guard try row.decode("requeued", as: Bool.self) else {

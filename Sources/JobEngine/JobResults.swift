@@ -47,12 +47,12 @@ public enum JobResults {
     /// Stores a result; meant for ``JobResult/store`` so it commits with the attempt's completion.
     public static func store(_ result: JobResultRecord, on connection: PGConnection) async throws {
         try await connection.query(
-            JobSQL.storeResult(result, sha256: SHA256.hex(result.bytes)).named("JobSQL.storeResult"))
+            ResultSQL.store(result, sha256: SHA256.hex(result.bytes)))
     }
 
     /// The result's description, or `nil` when the job has none.
     public static func info(_ jobID: UUID, pool: PGPool) async throws -> JobResultInfo? {
-        guard let row = try await pool.query(JobSQL.resultInfo(jobID: jobID).named("JobSQL.resultInfo")).first else { return nil }
+        guard let row = try await pool.query(ResultSQL.info(jobID: jobID)).first else { return nil }
         return JobResultInfo(
             contentType: try row.decode("content_type"), byteSize: try row.decode("byte_size"), sha256: try row.decode("sha256"), backend: try row.decode("backend"),
             generationMilliseconds: try row.decode("generation_ms"), metadata: try row.decodeJSON("metadata"),
@@ -61,7 +61,7 @@ public enum JobResults {
 
     /// The result's bytes, or `nil` when the job has none.
     public static func bytes(_ jobID: UUID, pool: PGPool) async throws -> [UInt8]? {
-        guard let row = try await pool.query(JobSQL.resultBytes(jobID: jobID).named("JobSQL.resultBytes")).first else { return nil }
+        guard let row = try await pool.query(ResultSQL.bytes(jobID: jobID)).first else { return nil }
         return [UInt8](try row.decode("bytes", as: Data.self))
     }
 }

@@ -138,11 +138,7 @@ public struct Migrator: Sendable {
             if dryRun { return pending }
             for migration in pending {
                 try await run(migration.up, migration: migration, direction: "up", conn: conn) {
-                    let record: PGQuery = """
-                        INSERT INTO schema_migrations (version, name, checksum) \
-                        VALUES (\(migration.version), \(migration.name), \(migration.checksum))
-                        """
-                    try await $0.query(record.named("Migrator.record"))
+                    try await $0.query(MigratorSQL.record(migration))
                 }
                 logger.info("applied migration", metadata: ["migration.version": "\(migration.version)", "migration.name": "\(migration.name)"])
             }
@@ -168,8 +164,7 @@ public struct Migrator: Sendable {
             if dryRun { return revert }
             for migration in revert {
                 try await run(migration.down, migration: migration, direction: "down", conn: conn) {
-                    let forget: PGQuery = "DELETE FROM schema_migrations WHERE version = \(migration.version)"
-                    try await $0.query(forget.named("Migrator.forget"))
+                    try await $0.query(MigratorSQL.forget(migration))
                 }
                 logger.info("reverted migration", metadata: ["migration.version": "\(migration.version)", "migration.name": "\(migration.name)"])
             }
@@ -231,8 +226,7 @@ public struct Migrator: Sendable {
     }
 
     private func appliedVersions(_ conn: PGConnection) async throws -> [Int: Applied] {
-        let rows = try await conn.query(
-            "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version".named("Migrator.applied"))
+        let rows = try await conn.query(MigratorSQL.applied())
         var result: [Int: Applied] = [:]
         for row in rows {
             result[try row.decode("version")] = Applied(
@@ -246,23 +240,12 @@ public struct Migrator: Sendable {
     private func locked<T: Sendable>(wait: Bool = true, _ body: (PGConnection) async throws -> T) async throws -> T {
         try await pool.withConnection { conn in
             if wait {
-                // Migrations may run longer than the connection's statement timeout allows a
-                // lock wait; wait for the other migrator without one.
-                try await conn.query("SET statement_timeout = 0".named("Migrator.noTimeout"))
-                try await conn.query("SET lock_timeout = 0".named("Migrator.noLockTimeout"))
-                try await conn.query(
-                    "SELECT pg_advisory_lock(hashtext('imagejobs.migrate'), hashtext(current_schema()))".named("Migrator.lock"))
+                // Wait for another migrator without a timeout.
+                for query in MigratorSQL.noTimeouts() { try await conn.query(query) }
+                try await conn.query(MigratorSQL.lock())
             }
             do {
-                try await conn.query(
-                    """
-                    CREATE TABLE IF NOT EXISTS schema_migrations (
-                        version    integer PRIMARY KEY,
-                        name       text NOT NULL,
-                        checksum   text NOT NULL,
-                        applied_at timestamptz NOT NULL DEFAULT now()
-                    )
-                    """.named("Migrator.createTable"))
+                try await conn.query(MigratorSQL.createTable())
             } catch let error as PGError where !wait && (error.sqlState == .uniqueViolation || error.sqlState == .duplicateTable) {
                 // A concurrent migrator created it a moment ago.
             } catch {
@@ -281,14 +264,7 @@ public struct Migrator: Sendable {
     }
 
     private func unlock(_ conn: PGConnection) async throws {
-        try await conn.query(
-            "SELECT pg_advisory_unlock(hashtext('imagejobs.migrate'), hashtext(current_schema()))".named("Migrator.unlock"))
-        try await conn.query("RESET statement_timeout".named("Migrator.resetTimeout"))
-        try await conn.query("RESET lock_timeout".named("Migrator.resetLockTimeout"))
+        try await conn.query(MigratorSQL.unlock())
+        for query in MigratorSQL.resetTimeouts() { try await conn.query(query) }
     }
-}
-
-extension String {
-    /// A query from a literal the engine wrote (no values), under a name.
-    func named(_ name: String) -> PGQuery { PGQuery(unsafeSQL: self, name: name) }
 }

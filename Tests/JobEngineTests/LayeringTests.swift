@@ -1,5 +1,7 @@
 import Foundation
 import Testing
+@testable import JobEngine
+import Postgres
 
 /// The engine knows jobs, kinds, groups, batches, attempts and results; the image product's
 /// words belong to the layer above it.
@@ -43,5 +45,18 @@ struct LayeringTests {
             }
         }
         #expect(wrong.isEmpty, "\(wrong)")
+    }
+}
+
+@Suite("statement names")
+struct StatementNameTests {
+    @Test("a statement is named after the function that writes it, in every catalog")
+    func namesFollowFunctions() {
+        #expect(JobSQL.complete(ids: [], attempts: []).name == "JobSQL.complete")
+        #expect(JobSQL.claim(workerID: "w", kinds: [], limit: 1).name == "JobSQL.completeAndClaim")
+        #expect(MaintenanceSQL.prune(olderThan: .seconds(1), limit: 1, dryRun: true).name == "MaintenanceSQL.prune")
+        #expect(ResultSQL.bytes(jobID: UUID()).name == "ResultSQL.bytes")
+        #expect(MigratorSQL.lock().name == "MigratorSQL.lock")
+        #expect(ReportSQL.view("report_workers").name == "ReportSQL.view")
     }
 }

@@ -121,13 +121,13 @@ public struct Maintenance: Service, Sendable {
     /// Returns how many jobs it rescued, or `nil` when another process holds the lock.
     public func sweep() async throws -> Int? {
         let result: Int? = try await pool.withTransaction { conn in
-            guard try await conn.query(JobSQL.trySweepLock().named("JobSQL.trySweepLock"))[0].decode("ok", as: Bool.self) else {
+            guard try await conn.query(MaintenanceSQL.trySweepLock())[0].decode("ok", as: Bool.self) else {
                 return nil
             }
             var rescued = 0
             while true {
                 let rows = try await conn.query(
-                    JobSQL.rescue(lease: configuration.lease, grace: configuration.stuckGrace, backoff: configuration.backoff, limit: configuration.rescueBatch).named("JobSQL.rescue"))
+                    MaintenanceSQL.rescue(lease: configuration.lease, grace: configuration.stuckGrace, backoff: configuration.backoff, limit: configuration.rescueBatch))
                 rescued += rows.count
                 for row in rows {
                     let overdue = (try? row.decode("overdue", as: Bool.self)) ?? false
@@ -137,8 +137,8 @@ public struct Maintenance: Service, Sendable {
                 }
                 if rows.count < configuration.rescueBatch { break }
             }
-            try await conn.query(JobSQL.foldCounts().named("JobSQL.foldCounts"))
-            try await conn.query(JobSQL.trimCounts().named("JobSQL.trimCounts"))
+            try await conn.query(MaintenanceSQL.foldCounts())
+            try await conn.query(MaintenanceSQL.trimCounts())
             return rescued
         }
         return result
@@ -155,8 +155,8 @@ public struct Maintenance: Service, Sendable {
         while true {
             let page: PruneResult = try await pool.withTransaction { conn in
                 try await conn.setLocalStatementTimeout(.seconds(5))
-                try await conn.query("SET LOCAL lock_timeout = '1s'".named("Maintenance.pruneLockTimeout"))
-                let row = try await conn.query(JobSQL.prune(olderThan: olderThan, limit: batch, dryRun: dryRun).named("JobSQL.prune"))[0]
+                try await conn.query(MaintenanceSQL.pruneLockTimeout())
+                let row = try await conn.query(MaintenanceSQL.prune(olderThan: olderThan, limit: batch, dryRun: dryRun))[0]
                 return PruneResult(
                     jobs: try row.decode("jobs"), results: try row.decode("results"),
                     batches: try row.decode("batches"), workers: try row.decode("workers"), transactions: 1)

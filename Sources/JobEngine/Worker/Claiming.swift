@@ -36,7 +36,7 @@ extension Worker {
                             JobSQL.completeAndClaim(
                                 ids: completions.map(\.id), attempts: completions.map(\.attempt),
                                 workerID: configuration.id, kinds: kinds, limit: limit
-                            ).named("JobSQL.completeAndClaim"))
+                            ))
                     }
                     failures = 0
                     var claimed = 0
@@ -98,7 +98,7 @@ extension Worker {
     func checkCancelled() async {
         let running = state.runningAttempts()
         guard !running.isEmpty else { return }
-        guard let rows = try? await pool.query(JobSQL.cancelledAmong(ids: running.map(\.0)).named("JobSQL.cancelledAmong"))
+        guard let rows = try? await pool.query(JobSQL.cancelledAmong(ids: running.map(\.0)))
         else { return }
         for row in rows {
             if let id: UUID = try? row.decode("id") { state.interrupt(id, reason: .cancelled) }
@@ -219,7 +219,7 @@ final class Completer: @unchecked Sendable {
             if batch.isEmpty { return }
             do {
                 let rows = try await pool.query(
-                    JobSQL.complete(ids: batch.map(\.id), attempts: batch.map(\.attempt)).named("JobSQL.complete"))
+                    JobSQL.complete(ids: batch.map(\.id), attempts: batch.map(\.attempt)))
                 resolve(batch, completed: Set(try rows.map { try $0.decode("id", as: UUID.self) }))
             } catch {
                 fail(batch, error)

@@ -108,7 +108,7 @@ extension Worker {
                         return try await self.completer.complete(job.id, attempt: job.attempt)
                     }
                     return try await self.pool.withTransaction { conn in
-                        let rows = try await conn.query(JobSQL.complete(ids: [job.id], attempts: [job.attempt]).named("JobSQL.complete"))
+                        let rows = try await conn.query(JobSQL.complete(ids: [job.id], attempts: [job.attempt]))
                         guard rows.count == 1 else { return false }
                         try await store(conn)
                         return true
@@ -140,7 +140,7 @@ extension Worker {
             await fail(job, .timedOut, logger: logger)
         case .interrupted(.shutdown):
             let released = try? await writeUntilLeaseLost(logger) { () async throws -> Bool in
-                try await self.pool.query(JobSQL.release(id: job.id, attempt: job.attempt).named("JobSQL.release")).count == 1
+                try await self.pool.query(JobSQL.release(id: job.id, attempt: job.attempt)).count == 1
             }
             if case .done(true)? = released { state.update { $0.released += 1 } }
             logger.info("job handed back at shutdown")
@@ -157,7 +157,7 @@ extension Worker {
         do {
             written = try await writeUntilLeaseLost(logger) { () async throws -> JobStatus? in
                 let rows = try await self.pool.query(
-                    JobSQL.fail(id: job.id, attempt: job.attempt, failure, backoff: self.configuration.backoff).named("JobSQL.fail"))
+                    JobSQL.fail(id: job.id, attempt: job.attempt, failure, backoff: self.configuration.backoff))
                 return try rows.first?.decode("status", as: JobStatus.self)
             }
         } catch {

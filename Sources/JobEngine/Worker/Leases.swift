@@ -16,7 +16,7 @@ extension Worker {
             do {
                 let rows = try await pool.query(
                     JobSQL.heartbeat(workerID: configuration.id, ids: running.map(\.0), attempts: running.map(\.1))
-                        .named("JobSQL.heartbeat"))
+                        )
                 lastAck = sent
                 let owned = Set(try rows.map { try $0.decode("id", as: UUID.self) })
                 for (id, attempt) in running where !owned.contains(id) {
@@ -54,7 +54,7 @@ extension Worker {
             if let interval = configuration.queueDepthSampleInterval,
                lastSample.map({ ContinuousClock.now - $0 >= interval }) ?? true {
                 lastSample = ContinuousClock.now
-                if let rows = try? await pool.query(JobSQL.queueDepth().named("JobSQL.queueDepth")) {
+                if let rows = try? await pool.query(JobSQL.queueDepth()) {
                     metrics.queueDepth(rows.compactMap { row in
                         guard let status = try? row.decode("status", as: JobStatus.self),
                               let priority = try? row.decode("priority", as: JobPriority.self),

@@ -82,7 +82,7 @@ public final class Worker: Service, Sendable {
             self.state.beginShutdown()
         }
         await finishRunningJobs()
-        _ = try? await pool.query(JobSQL.stopWorker(id: configuration.id).named("JobSQL.stopWorker"))
+        _ = try? await pool.query(JobSQL.stopWorker(id: configuration.id))
         logger.info("worker stopped", metadata: ["worker.completed": "\(state.counters.completed)"])
     }
 
@@ -90,7 +90,7 @@ public final class Worker: Service, Sendable {
         var attempt = 0
         while !Task.isCancelled {
             do {
-                let row = try await pool.query(JobSQL.currentSchema().named("JobSQL.currentSchema"))[0]
+                let row = try await pool.query(JobSQL.currentSchema())[0]
                 return JobQueue.channel(schema: try row.decode("schema"))
             } catch {
                 attempt += 1
@@ -110,7 +110,7 @@ public final class Worker: Service, Sendable {
                     JobSQL.registerWorker(
                         id: configuration.id, host: ProcessInfo.processInfo.hostName, pid: Int(getpid()),
                         concurrency: configuration.concurrency, kinds: kinds
-                    ).named("JobSQL.registerWorker"))
+                    ))
                 logger.info("worker started", metadata: ["worker.concurrency": "\(configuration.concurrency)", "worker.kinds": "\(kinds.joined(separator: ","))"])
                 return
             } catch {

@@ -1,13 +1,14 @@
 import Foundation
 import Postgres
 
-/// Every SQL statement of the engine, one function per statement, named like the query it is.
+/// The queue's and the worker's statements, one function a statement (the maintenance's,
+/// results', migrator's and reports' are beside this file).
 ///
 /// All values travel as bound parameters. Every time comparison uses the database's `now()`;
 /// no worker's clock is ever compared with a stored timestamp. Every write a worker makes to
 /// a job names the attempt that claimed it (`attempt = $n AND status = 'running'`), so a write
 /// from a stale attempt changes nothing.
-enum JobSQL {
+enum JobSQL: StatementCatalog {
     /// The columns of ``Job``, in the order ``decodeJob(_:)`` reads them.
     static let jobColumns = """
         j.id, j.group_id, j.batch_id, j.kind, j.params::text AS params, j.priority, j.status,
@@ -124,7 +125,7 @@ enum JobSQL {
     static func insertJobWithoutKey(
         _ spec: JobSpec, id: UUID, params: [UInt8], traceContext: String?, channel: String, notify: Bool
     ) -> PGQuery {
-        """
+        statement("""
         WITH ins AS (
             INSERT INTO jobs (group_id, id, kind, params, priority, max_retries, timeout,
                               backoff_base, backoff_cap, backoff_jitter, trace_context)
@@ -142,7 +143,7 @@ enum JobSQL {
         )
         SELECT created_at, next_attempt_at, CASE WHEN \(notify)::bool THEN pg_notify(\(channel)::text, 'job') END AS notified
         FROM ins
-        """
+        """)
     }
 
     /// Inserts one job; with an idempotency key already used in the group, returns
@@ -152,7 +153,7 @@ enum JobSQL {
     static func insertJob(
         _ row: InsertRow, groupID: UUID, idempotencyKey: String?, traceContext: String?, channel: String, notify: Bool
     ) -> PGQuery {
-        """
+        statement("""
         WITH ins AS (
             INSERT INTO jobs (group_id, id, kind, params, priority, max_retries, timeout,
                               backoff_base, backoff_cap, backoff_jitter, idempotency_key, trace_context)
@@ -169,7 +170,7 @@ enum JobSQL {
         FROM jobs j
         WHERE j.group_id = \(groupID) AND j.idempotency_key = \(idempotencyKey)
           AND NOT EXISTS (SELECT 1 FROM ins)
-        """
+        """)
     }
 
     /// Inserts a batch row and all its jobs in one statement (so one round trip and one
@@ -177,7 +178,7 @@ enum JobSQL {
     static func insertBatch(
         batchID: UUID, groupID: UUID, idempotencyKey: String?, rows: [InsertRow], traceContext: String?, channel: String, notify: Bool
     ) -> PGQuery {
-        """
+        statement("""
         WITH batch AS (
             INSERT INTO batches (id, group_id, job_count, idempotency_key)
             VALUES (\(batchID), \(groupID), \(rows.count), \(idempotencyKey))
@@ -192,22 +193,22 @@ enum JobSQL {
         )
         SELECT count(*) AS inserted, CASE WHEN \(notify) THEN (SELECT pg_notify(\(channel), 'batch')) END AS notified
         FROM ins
-        """
+        """)
     }
 
     /// The job ids of an existing batch, for an idempotent batch resubmit.
     static func batchByIdempotencyKey(groupID: UUID, key: String) -> PGQuery {
-        """
+        statement("""
         SELECT b.id AS batch_id, array_agg(j.id ORDER BY j.seq) AS job_ids
         FROM batches b JOIN jobs j ON j.batch_id = b.id
         WHERE b.group_id = \(groupID) AND b.idempotency_key = \(key)
         GROUP BY b.id
-        """
+        """)
     }
 
     /// One job by primary key.
     static func job(id: UUID) -> PGQuery {
-        "SELECT \(unsafeSQL: jobColumns) FROM jobs j WHERE j.id = \(id)"
+        statement("SELECT \(unsafeSQL: jobColumns) FROM jobs j WHERE j.id = \(id)")
     }
 
     /// Jobs filtered by group, batch and status, newest first. Planned per call (not
@@ -222,24 +223,24 @@ enum JobSQL {
             LIMIT \(limit)
             """
         query.prepare = false
-        return query
+        return statement(query)
     }
 
     /// Counts per status of a batch's jobs.
     static func batchProgress(batchID: UUID) -> PGQuery {
-        """
+        statement("""
         SELECT b.id, b.group_id, b.job_count, b.created_at, j.status::text AS status, count(j.id) AS n
         FROM batches b LEFT JOIN jobs j ON j.batch_id = b.id
         WHERE b.id = \(batchID)
         GROUP BY b.id, b.group_id, b.job_count, b.created_at, j.status
-        """
+        """)
     }
 
     /// The queue position of one job: folded minute and second counts, the exact count in the
     /// job's own second, minus retries ahead that still wait out their backoff. See migration
     /// 0002 for how the counts are kept.
     static func position(id: UUID) -> PGQuery {
-        """
+        statement("""
         WITH me AS (
             SELECT id, status, priority, created_at, seq,
                    date_trunc('second', created_at) AS sec, date_trunc('minute', created_at) AS min
@@ -284,51 +285,21 @@ enum JobSQL {
                (minutes.higher + minutes.same + seconds.same + deltas.higher + deltas.same + exact.same - waiting.total)::bigint AS position,
                rate.per_second
         FROM me, minutes, seconds, deltas, exact, waiting, rate
-        """
+        """)
     }
 
     /// The exact position by brute force (tests and `--exact` checks compare against it).
     static func positionBruteForce(id: UUID) -> PGQuery {
-        """
+        statement("""
         SELECT count(*) AS position, count(*) FILTER (WHERE j.priority < me.priority) AS ahead_higher
         FROM jobs me JOIN jobs j
           ON j.status = 'pending' AND j.next_attempt_at <= now()
          AND (j.priority, j.created_at, j.seq) < (me.priority, me.created_at, me.seq)
         WHERE me.id = \(id)
-        """
+        """)
     }
 
-    /// Folds the count deltas into the per-second and per-minute tables, in one statement.
-    static func foldCounts() -> PGQuery {
-        """
-        WITH moved AS (
-            DELETE FROM job_count_deltas RETURNING metric, priority, second, n
-        ), per_second AS (
-            SELECT metric, priority, second, sum(n)::bigint AS n FROM moved GROUP BY 1, 2, 3
-        ), seconds AS (
-            INSERT INTO job_counts_second AS c (metric, priority, second, n)
-            SELECT metric, priority, second, n FROM per_second
-            ON CONFLICT (metric, priority, second) DO UPDATE SET n = c.n + excluded.n
-        ), minutes AS (
-            INSERT INTO job_counts_minute AS c (metric, priority, minute, n)
-            SELECT metric, priority, date_trunc('minute', second), sum(n) FROM per_second GROUP BY 1, 2, 3
-            ON CONFLICT (metric, priority, minute) DO UPDATE SET n = c.n + excluded.n
-        )
-        SELECT count(*) AS folded FROM moved
-        """
-    }
 
-    /// Drops count rows that are zero (pending) or older than the reporting window (completions).
-    static func trimCounts() -> PGQuery {
-        """
-        WITH s AS (
-            DELETE FROM job_counts_second
-            WHERE (metric = 0 AND n = 0) OR (metric = 1 AND second < now() - interval '1 day')
-        )
-        DELETE FROM job_counts_minute
-        WHERE (metric = 0 AND n = 0) OR (metric = 1 AND minute < now() - interval '30 days')
-        """
-    }
 
     /// The most jobs one claim statement takes (a worker with more free slots claims again at
     /// once).
@@ -366,7 +337,7 @@ enum JobSQL {
     /// limit is a statement of its own whose plan is made once and reused: at most
     /// ``maxClaim`` + 1 of them per connection (about 170 kB of server memory each).
     static func completeAndClaim(ids: [UUID], attempts: [Int], workerID: String, kinds: [String], limit: Int) -> PGQuery {
-        """
+        statement("""
         WITH mine AS (
             SELECT j.id, j.attempt FROM jobs j JOIN unnest(\(ids)::uuid[], \(attempts)::int[]) AS c(id, attempt)
                 ON j.id = c.id AND j.attempt = c.attempt AND j.status = 'running'
@@ -400,18 +371,18 @@ enum JobSQL {
                (SELECT coalesce(array_agg(id), '{}') FROM mine WHERE id NOT IN (SELECT id FROM lockable)) AS busy_ids,
                claimed.*
         FROM (SELECT 1) AS one LEFT JOIN claimed ON true
-        """
+        """)
     }
 
     /// Marks attempts completed; only rows still running under that attempt change.
     static func complete(ids: [UUID], attempts: [Int]) -> PGQuery {
-        """
+        statement("""
         UPDATE jobs j
         SET status = 'completed', finished_at = now(), heartbeat_at = now()
         FROM unnest(\(ids)::uuid[], \(attempts)::int[]) AS c(id, attempt)
         WHERE j.id = c.id AND j.attempt = c.attempt AND j.status = 'running'
         RETURNING j.id
-        """
+        """)
     }
 
     /// Records a failed attempt: back to pending with backoff while retries are left and the
@@ -421,7 +392,7 @@ enum JobSQL {
         case .failed(let message, let permanent): (message, permanent, false)
         case .timedOut: ("", true, true)
         }
-        return """
+        return statement("""
         WITH f AS (
             SELECT j.id,
                    (\(permanent) OR \(timedOut) OR j.retry_count >= j.max_retries) AS final,
@@ -441,7 +412,7 @@ enum JobSQL {
         FROM f
         WHERE j.id = f.id AND j.attempt = \(attempt) AND j.status = 'running'
         RETURNING j.status, j.retry_count, j.next_attempt_at, j.error_message
-        """
+        """)
     }
 
     /// `least(cap, base · 2^retry_count) · (1 ± jitter)`, per-job overrides first. The queue's
@@ -455,17 +426,17 @@ enum JobSQL {
 
     /// Gives an attempt back without charging a retry (graceful shutdown).
     static func release(id: UUID, attempt: Int) -> PGQuery {
-        """
+        statement("""
         UPDATE jobs SET status = 'pending', next_attempt_at = now()
         WHERE id = \(id) AND attempt = \(attempt) AND status = 'running'
         RETURNING id
-        """
+        """)
     }
 
     /// Heartbeats a worker's running attempts and its registry row in one round trip; the
     /// ids returned are the attempts it still owns (a missing one was rescued or cancelled).
     static func heartbeat(workerID: String, ids: [UUID], attempts: [Int]) -> PGQuery {
-        """
+        statement("""
         WITH w AS (
             UPDATE workers SET last_seen_at = now() WHERE id = \(workerID)
         )
@@ -473,93 +444,38 @@ enum JobSQL {
         FROM unnest(\(ids)::uuid[], \(attempts)::int[]) AS h(id, attempt)
         WHERE j.id = h.id AND j.attempt = h.attempt AND j.status = 'running' AND j.worker_id = \(workerID)
         RETURNING j.id
-        """
+        """)
     }
 
     /// Registers a worker process.
     static func registerWorker(id: String, host: String, pid: Int, concurrency: Int, kinds: [String]) -> PGQuery {
-        """
+        statement("""
         INSERT INTO workers (id, host, pid, concurrency, kinds) VALUES (\(id), \(host), \(pid), \(concurrency), \(kinds)::text[])
         ON CONFLICT (id) DO UPDATE SET last_seen_at = now(), stopped_at = NULL
-        """
+        """)
     }
 
     static func stopWorker(id: String) -> PGQuery {
-        "UPDATE workers SET stopped_at = now(), last_seen_at = now() WHERE id = \(id)"
+        statement("UPDATE workers SET stopped_at = now(), last_seen_at = now() WHERE id = \(id)")
     }
 
-    /// Takes the fleet-wide sweep lock for the rest of the transaction, if no other process
-    /// holds it: one process at a time sweeps and folds counts.
-    /// The sweep's transaction also ends itself after 2 s idle: a sweeper frozen mid-transaction
-    /// (SIGSTOP, a stalled host) would otherwise keep the fleet-wide lock, and with it every
-    /// rescue, until its 60 s role timeout; the server ends its session and the next sweeper
-    /// takes over.
-    static func trySweepLock() -> PGQuery {
-        """
-        SELECT pg_try_advisory_xact_lock(hashtext('imagejobs.sweep'), hashtext(current_schema())) AS ok,
-               set_config('idle_in_transaction_session_timeout', '2000', true) AS idle_timeout
-        """
-    }
 
     /// Pending and running jobs per priority, for the queue-depth metric (served by the
     /// partial indexes of both states).
     static func queueDepth() -> PGQuery {
-        """
+        statement("""
         SELECT status::text AS status, priority::text AS priority, count(*) AS jobs
         FROM jobs WHERE status IN ('pending', 'running')
         GROUP BY status, priority
-        """
+        """)
     }
 
-    /// One page of retention (see migration 0007): finished jobs older than `olderThan`, their
-    /// results, emptied batches and gone workers, at most `limit` of each.
-    static func prune(olderThan: Duration, limit: Int, dryRun: Bool) -> PGQuery {
-        """
-        SELECT p.jobs, p.results, p.batches, p.workers
-        FROM prune_finished(\(olderThan.milliseconds) * interval '1 millisecond', \(limit), \(dryRun))
-             AS p(jobs, results, batches, workers)
-        """
-    }
 
-    /// Rescues running jobs whose worker stopped heartbeating (`lease`) or that ran far past
-    /// their deadline (`grace`). Run under ``trySweepLock()``; staleness counts from the later of the heartbeat and the server's start, so a
-    /// short database restart rescues nothing; each row is re-checked under its lock.
-    static func rescue(lease: Duration, grace: Duration, backoff: RetryBackoff, limit: Int) -> PGQuery {
-        """
-        WITH stale AS MATERIALIZED (
-            SELECT j.id, j.attempt,
-                   now() > j.deadline_at + \(grace.milliseconds) * interval '1 millisecond' AS overdue
-            FROM jobs j
-            WHERE j.status = 'running'
-              AND (now() - greatest(j.heartbeat_at, pg_postmaster_start_time()) > \(lease.milliseconds) * interval '1 millisecond'
-                   OR now() > j.deadline_at + \(grace.milliseconds) * interval '1 millisecond')
-            ORDER BY j.heartbeat_at
-            LIMIT \(limit)
-            FOR UPDATE OF j SKIP LOCKED
-        ), decided AS (
-            SELECT s.id, s.attempt, s.overdue, (s.overdue OR j.retry_count >= j.max_retries) AS final,
-                   CASE WHEN s.overdue THEN 'timed out after ' || round(extract(epoch FROM j.timeout))::bigint || ' s'
-                        ELSE 'worker lost: no heartbeat from ' || coalesce(j.worker_id, 'unknown worker') END AS msg
-            FROM stale s JOIN jobs j ON j.id = s.id
-        )
-        UPDATE jobs j
-        SET status = CASE WHEN d.final THEN 'error'::job_status ELSE 'pending'::job_status END,
-            retry_count = CASE WHEN d.final THEN j.retry_count ELSE j.retry_count + 1 END,
-            next_attempt_at = CASE WHEN d.final THEN j.next_attempt_at ELSE now() + \(unsafeSQL: backoffExpression(backoff)) END,
-            finished_at = CASE WHEN d.final THEN now() END,
-            error_message = d.msg,
-            errors = j.errors || jsonb_build_object('attempt', j.attempt, 'at', now(), 'message', d.msg, 'worker', j.worker_id,
-                                                  'retried', NOT d.final, 'timed_out', d.overdue)
-        FROM decided d
-        WHERE j.id = d.id AND j.attempt = d.attempt AND j.status = 'running'
-        RETURNING j.id, j.status, d.overdue
-        """
-    }
 
     /// Cancels a pending or running job; a running job's worker hears of it by NOTIFY (and at
     /// its next heartbeat) and stops it.
     static func cancel(id: UUID, channel: String) -> PGQuery {
-        """
+        statement("""
         WITH target AS (
             SELECT id, status AS old_status, worker_id FROM jobs WHERE id = \(id) FOR UPDATE
         ), done AS (
@@ -571,12 +487,12 @@ enum JobSQL {
         SELECT t.id, t.old_status::text AS old_status, (done.id IS NOT NULL) AS cancelled,
                CASE WHEN done.old_status = 'running' THEN (SELECT pg_notify(\(channel), 'cancel:' || t.id::text)) END AS notified
         FROM target t LEFT JOIN done ON done.id = t.id
-        """
+        """)
     }
 
     /// Cancels every pending or running job of a batch.
     static func cancelBatch(batchID: UUID, channel: String) -> PGQuery {
-        """
+        statement("""
         WITH done AS (
             UPDATE jobs SET status = 'cancelled', finished_at = now()
             WHERE batch_id = \(batchID) AND status IN ('pending', 'running')
@@ -586,12 +502,12 @@ enum JobSQL {
                (SELECT count(*) FROM batches WHERE id = \(batchID)) AS batches,
                CASE WHEN count(*) > 0 THEN (SELECT pg_notify(\(channel), 'cancel-batch')) END AS notified
         FROM done
-        """
+        """)
     }
 
     /// Re-queues a job in `error`: pending now, with a fresh retry budget.
     static func requeue(id: UUID, channel: String) -> PGQuery {
-        """
+        statement("""
         WITH target AS (SELECT id, status FROM jobs WHERE id = \(id) FOR UPDATE),
         done AS (
             UPDATE jobs j SET status = 'pending', retry_count = 0, next_attempt_at = now(), finished_at = NULL
@@ -601,16 +517,16 @@ enum JobSQL {
         SELECT t.id, t.status::text AS old_status, (done.id IS NOT NULL) AS requeued,
                CASE WHEN done.id IS NOT NULL THEN (SELECT pg_notify(\(channel), 'job')) END AS notified
         FROM target t LEFT JOIN done ON done.id = t.id
-        """
+        """)
     }
 
     /// Which of these jobs were cancelled (a worker checks after a cancel notification).
     static func cancelledAmong(ids: [UUID]) -> PGQuery {
-        "SELECT id FROM jobs WHERE id = ANY(\(ids)::uuid[]) AND status = 'cancelled'"
+        statement("SELECT id FROM jobs WHERE id = ANY(\(ids)::uuid[]) AND status = 'cancelled'")
     }
 
     static func currentSchema() -> PGQuery {
-        "SELECT current_schema() AS schema"
+        statement("SELECT current_schema() AS schema")
     }
 }
 
@@ -618,32 +534,5 @@ extension Duration {
     /// Whole milliseconds.
     public var milliseconds: Int64 {
         components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
-    }
-}
-
-
-extension JobSQL {
-    /// Stores a job's result (replacing one from an earlier attempt of the same job).
-    static func storeResult(_ r: JobResultRecord, sha256: String) -> PGQuery {
-        """
-        INSERT INTO job_results (job_id, content_type, bytes, byte_size, sha256, backend, generation_ms, metadata)
-        VALUES (\(r.jobID), \(r.contentType), \(PGBytes(r.bytes)), \(r.bytes.count), \(sha256),
-                \(r.backend), \(r.generationMilliseconds), \(JSONText(text: JSONValue.object(r.metadata).jsonText))::jsonb)
-        ON CONFLICT (job_id) DO UPDATE SET
-            content_type = excluded.content_type, bytes = excluded.bytes,
-            byte_size = excluded.byte_size, sha256 = excluded.sha256, backend = excluded.backend,
-            generation_ms = excluded.generation_ms, metadata = excluded.metadata, created_at = now()
-        """
-    }
-
-    static func resultInfo(jobID: UUID) -> PGQuery {
-        """
-        SELECT content_type, byte_size, sha256, backend, generation_ms, metadata::text AS metadata, created_at
-        FROM job_results WHERE job_id = \(jobID)
-        """
-    }
-
-    static func resultBytes(jobID: UUID) -> PGQuery {
-        "SELECT bytes FROM job_results WHERE job_id = \(jobID)"
     }
 }
