@@ -63,12 +63,6 @@ public struct RetryBackoff: Sendable, Equatable, Codable {
         self.cap = cap
         self.jitter = jitter
     }
-
-    /// The delay before retry number `retryCount + 1` without jitter: 1 s, 2 s, 4 s, 8 s … capped.
-    public func delay(afterRetries retryCount: Int) -> Duration {
-        let seconds = base.seconds * pow(2, Double(min(retryCount, 40)))
-        return .milliseconds(Int64(min(seconds, cap.seconds) * 1000))
-    }
 }
 
 extension Duration {

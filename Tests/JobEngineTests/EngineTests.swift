@@ -23,19 +23,6 @@ func makeDue(_ pool: PGPool) async throws {
 
 @Suite("engine", .enabled(if: TestDatabase.isConfigured))
 struct EngineTests {
-    @Test("SHA-256 matches the standard test vectors")
-    func sha256() {
-        #expect(SHA256.hex(Array("".utf8)) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
-        #expect(SHA256.hex(Array("abc".utf8)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
-        #expect(SHA256.hex(Array(String(repeating: "a", count: 1000).utf8)) == "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3")
-    }
-
-    @Test("backoff doubles from the base and stops at the cap")
-    func backoffMath() {
-        let b = RetryBackoff(base: .seconds(1), cap: .seconds(10))
-        #expect((0..<6).map { b.delay(afterRetries: $0) } == [.seconds(1), .seconds(2), .seconds(4), .seconds(8), .seconds(10), .seconds(10)])
-    }
-
     @Test("claims run high before normal before low, oldest first, including jobs inserted later")
     func priorityOrder() async throws {
         try await TestDatabase.withMigratedSchema { schema, queue in
@@ -575,5 +562,15 @@ struct UUIDv7Tests {
         let early = UUIDv7.make(now: Date(timeIntervalSince1970: 1_000_000_000))
         let late = UUIDv7.make(now: Date(timeIntervalSince1970: 2_000_000_000))
         #expect(early.uuidString < late.uuidString)
+    }
+}
+
+@Suite("SHA-256")
+struct SHA256Tests {
+    @Test("SHA-256 matches the standard test vectors")
+    func sha256() {
+        #expect(SHA256.hex(Array("".utf8)) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        #expect(SHA256.hex(Array("abc".utf8)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(SHA256.hex(Array(String(repeating: "a", count: 1000).utf8)) == "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3")
     }
 }
