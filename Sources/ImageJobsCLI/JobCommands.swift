@@ -76,7 +76,7 @@ extension ImageJobsCommand {
                     ["kind", job.kind], ["conversation", job.groupID.lowercasedString],
                     ["batch", job.batchID?.lowercasedString ?? "-"],
                     ["retry_count", "\(job.retryCount) of \(job.maxRetries)"], ["attempt", "\(job.attempt)"],
-                    ["timeout", "\(Int(job.timeout)) s"], ["created_at", ISO8601.format(job.createdAt)],
+                    ["timeout", "\(Int(job.timeout.seconds)) s"], ["created_at", ISO8601.format(job.createdAt)],
                     ["next_attempt_at", ISO8601.format(job.nextAttemptAt)],
                 ]
                 if let d = job.startedAt { rows.append(["started_at", ISO8601.format(d)]) }
@@ -152,7 +152,7 @@ extension ImageJobsCommand {
                 let b = try await database.queue().batch(try parseUUID(id, field: "id"))
                 if json { return try printJSON(b) }
                 print("batch \(b.batchID.lowercasedString): \(b.total) jobs")
-                print(table(["status", "jobs"], JobStatus.allCases.map { [$0.rawValue, "\(b.counts[$0.rawValue, default: 0])"] }))
+                print(table(["status", "jobs"], JobStatus.allCases.map { [$0.rawValue, "\(b.counts[$0, default: 0])"] }))
             }
         }
     }

@@ -10,7 +10,7 @@ public enum JobPriority: String, Sendable, Codable, CaseIterable, Comparable {
 }
 
 /// Where a job is in its life.
-public enum JobStatus: String, Sendable, Codable, CaseIterable {
+public enum JobStatus: String, Sendable, Codable, CaseIterable, CodingKeyRepresentable {
     /// Waiting; may run once `next_attempt_at` has passed (a retry waits out its backoff here).
     /// Moved out by a worker's claim or a cancel.
     case pending
@@ -165,8 +165,8 @@ public struct Job: Sendable, Equatable, Codable {
     public var retryCount: Int
     public var maxRetries: Int
     public var attempt: Int
-    /// Seconds.
-    public var timeout: Double
+    /// How long one attempt may run.
+    public var timeout: Duration
     public var nextAttemptAt: Date
     public var workerID: String?
     public var createdAt: Date
@@ -188,6 +188,7 @@ public struct Job: Sendable, Equatable, Codable {
         case idempotencyKey = "idempotency_key"
     }
 
+    /// The timeout as seconds; ids in lower case.
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encodeID(id, forKey: .id)
@@ -200,7 +201,7 @@ public struct Job: Sendable, Equatable, Codable {
         try c.encode(retryCount, forKey: .retryCount)
         try c.encode(maxRetries, forKey: .maxRetries)
         try c.encode(attempt, forKey: .attempt)
-        try c.encode(timeout, forKey: .timeout)
+        try c.encode(timeout.seconds, forKey: .timeout)
         try c.encode(nextAttemptAt, forKey: .nextAttemptAt)
         try c.encodeIfPresent(workerID, forKey: .workerID)
         try c.encode(createdAt, forKey: .createdAt)
@@ -214,10 +215,39 @@ public struct Job: Sendable, Equatable, Codable {
     }
 }
 
+extension Job {
+    /// The timeout as seconds.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decode(UUID.self, forKey: .id)
+        groupID = try c.decode(UUID.self, forKey: .groupID)
+        batchID = try c.decodeIfPresent(UUID.self, forKey: .batchID)
+        kind = try c.decode(String.self, forKey: .kind)
+        params = try c.decode([String: JSONValue].self, forKey: .params)
+        priority = try c.decode(JobPriority.self, forKey: .priority)
+        status = try c.decode(JobStatus.self, forKey: .status)
+        retryCount = try c.decode(Int.self, forKey: .retryCount)
+        maxRetries = try c.decode(Int.self, forKey: .maxRetries)
+        attempt = try c.decode(Int.self, forKey: .attempt)
+        timeout = .milliseconds(Int64((try c.decode(Double.self, forKey: .timeout) * 1000).rounded()))
+        nextAttemptAt = try c.decode(Date.self, forKey: .nextAttemptAt)
+        workerID = try c.decodeIfPresent(String.self, forKey: .workerID)
+        createdAt = try c.decode(Date.self, forKey: .createdAt)
+        startedAt = try c.decodeIfPresent(Date.self, forKey: .startedAt)
+        heartbeatAt = try c.decodeIfPresent(Date.self, forKey: .heartbeatAt)
+        deadlineAt = try c.decodeIfPresent(Date.self, forKey: .deadlineAt)
+        finishedAt = try c.decodeIfPresent(Date.self, forKey: .finishedAt)
+        errorMessage = try c.decodeIfPresent(String.self, forKey: .errorMessage)
+        errors = try c.decode([AttemptError].self, forKey: .errors)
+        idempotencyKey = try c.decodeIfPresent(String.self, forKey: .idempotencyKey)
+    }
+}
+
 /// The error of one failed attempt.
 public struct AttemptError: Sendable, Equatable, Codable {
     public var attempt: Int
-    public var at: String
+    /// When it failed, by the database's clock.
+    public var at: Date
     public var message: String
     public var worker: String?
 }
@@ -257,12 +287,13 @@ public struct BatchProgress: Sendable, Equatable, Codable {
     public var batchID: UUID
     public var groupID: UUID
     public var total: Int
-    public var counts: [String: Int]
+    /// Jobs per status, every status present.
+    public var counts: [JobStatus: Int]
     public var createdAt: Date
 
     /// Whether every job of the batch is final.
     public var isFinished: Bool {
-        (counts["completed", default: 0] + counts["error", default: 0] + counts["cancelled", default: 0]) == total
+        JobStatus.allCases.filter(\.isFinal).reduce(0) { $0 + counts[$1, default: 0] } == total
     }
 
     enum CodingKeys: String, CodingKey {

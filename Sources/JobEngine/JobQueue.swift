@@ -195,7 +195,7 @@ public final class JobQueue: Sendable {
         Job(
             id: id, groupID: spec.groupID, batchID: nil, kind: spec.kind, params: spec.params,
             priority: spec.priority, status: .pending, retryCount: 0, maxRetries: spec.maxRetries, attempt: 0,
-            timeout: spec.timeout.seconds, nextAttemptAt: try row.decode("next_attempt_at"), workerID: nil,
+            timeout: spec.timeout, nextAttemptAt: try row.decode("next_attempt_at"), workerID: nil,
             createdAt: try row.decode("created_at"), startedAt: nil, heartbeatAt: nil, deadlineAt: nil, finishedAt: nil,
             errorMessage: nil, errors: [], idempotencyKey: spec.idempotencyKey)
     }
@@ -315,10 +315,10 @@ public final class JobQueue: Sendable {
         do {
             let rows = try await pool.query(JobSQL.batchProgress(batchID: id))
             guard let first = rows.first else { throw JobQueueError(.notFound, "no batch \(id.lowercasedString)") }
-            var counts: [String: Int] = [:]
-            for status in JobStatus.allCases { counts[status.rawValue] = 0 }
+            var counts: [JobStatus: Int] = [:]
+            for status in JobStatus.allCases { counts[status] = 0 }
             for row in rows {
-                if let status: String = try row.decode("status") { counts[status] = try row.decode("n") }
+                if let status: JobStatus = try row.decode("status") { counts[status] = try row.decode("n") }
             }
             return BatchProgress(
                 batchID: id, groupID: try first.decode("group_id"), total: try first.decode("job_count"),

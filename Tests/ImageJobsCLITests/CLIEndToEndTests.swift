@@ -99,7 +99,7 @@ struct CLIEndToEndTests {
             #expect(p.position == truth.position)
 
             let worker = try cli.start(fastWorker + ["--concurrency", "4"])
-            let done = try await eventually { try await queue.batch(batch.batchID).counts["completed"] == 20 }
+            let done = try await eventually { try await queue.batch(batch.batchID).counts[.completed] == 20 }
             worker.terminate()
             await waitForExit(worker)
             #expect(done)

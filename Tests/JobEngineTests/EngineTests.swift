@@ -64,6 +64,11 @@ struct EngineTests {
             #expect(job.attempt == 3)
             #expect(job.errors.count == 2)
             #expect(job.errors.map(\.attempt) == [1, 2])
+            // Each error's time is the database's, read to the microsecond it wrote.
+            let written: [Double] = try await schema.pool.query("""
+                SELECT extract(epoch FROM (e->>'at')::timestamptz)::float8 AS at FROM jobs, jsonb_array_elements(errors) e WHERE id = \(id)
+                """).map { try $0.decode("at") }
+            #expect(zip(job.errors, written).allSatisfy { abs($0.at.timeIntervalSince1970 - $1) < 0.000_01 }, "\(job.errors.map(\.at)) \(written)")
             #expect(job.finishedAt != nil)
         }
     }
@@ -107,7 +112,7 @@ struct EngineTests {
             #expect(job.status == .error)
             #expect(job.errorMessage == "timed out after 7 s")
             // The default timeout is five minutes.
-            #expect(try await queue.submit(Factory.spec()).job.timeout == 300)
+            #expect(try await queue.submit(Factory.spec()).job.timeout == .seconds(300))
             #expect(JobSpec(kind: "test.script", params: [:], groupID: UUID()).timeout == .seconds(300))
         }
     }
@@ -323,9 +328,9 @@ struct EngineTests {
             try await queue.cancel(batch.jobIDs[9999])
             let progress = try await queue.batch(batch.batchID)
             #expect(progress.total == 10_000)
-            #expect(progress.counts["completed"] == 3)
-            #expect(progress.counts["cancelled"] == 1)
-            #expect(progress.counts["pending"] == 9996)
+            #expect(progress.counts[.completed] == 3)
+            #expect(progress.counts[.cancelled] == 1)
+            #expect(progress.counts[.pending] == 9996)
             #expect(!progress.isFinished)
             #expect(try await queue.cancelBatch(batch.batchID) == 9996)
             #expect(try await queue.batch(batch.batchID).isFinished)

@@ -12,7 +12,7 @@ enum JobSQL: StatementCatalog {
     /// The columns of ``Job``, in the order ``decodeJob(_:)`` reads them.
     static let jobColumns = """
         j.id, j.group_id, j.batch_id, j.kind, j.params::text AS params, j.priority, j.status,
-        j.retry_count, j.max_retries, j.attempt, extract(epoch FROM j.timeout)::float8 AS timeout_s,
+        j.retry_count, j.max_retries, j.attempt, (extract(epoch FROM j.timeout) * 1000)::bigint AS timeout_ms,
         j.next_attempt_at, j.worker_id, j.created_at, j.started_at, j.heartbeat_at, j.deadline_at,
         j.finished_at, j.error_message, j.errors::text AS errors, j.idempotency_key
         """
@@ -22,7 +22,7 @@ enum JobSQL: StatementCatalog {
             id: try row.decode("id"), groupID: try row.decode("group_id"), batchID: try row.decode("batch_id"),
             kind: try row.decode("kind"), params: try jsonObject(row, "params"), priority: try row.decode("priority"),
             status: try row.decode("status"), retryCount: try row.decode("retry_count"), maxRetries: try row.decode("max_retries"),
-            attempt: try row.decode("attempt"), timeout: try row.decode("timeout_s"), nextAttemptAt: try row.decode("next_attempt_at"),
+            attempt: try row.decode("attempt"), timeout: .milliseconds(try row.decode("timeout_ms", as: Int64.self)), nextAttemptAt: try row.decode("next_attempt_at"),
             workerID: try row.decode("worker_id"), createdAt: try row.decode("created_at"), startedAt: try row.decode("started_at"),
             heartbeatAt: try row.decode("heartbeat_at"), deadlineAt: try row.decode("deadline_at"),
             finishedAt: try row.decode("finished_at"), errorMessage: try row.decode("error_message"),
@@ -43,9 +43,22 @@ enum JobSQL: StatementCatalog {
             throw PGError(.decoding, message: "column \"errors\" is not a JSON array", column: "errors")
         }
         return items.map {
-            AttemptError(attempt: $0["attempt"]?.intValue ?? 0, at: $0["at"]?.stringValue ?? "",
+            AttemptError(attempt: $0["attempt"]?.intValue ?? 0, at: ($0["at"]?.stringValue).flatMap(timestamp) ?? .distantPast,
                          message: $0["message"]?.stringValue ?? "", worker: $0["worker"]?.stringValue)
         }
+    }
+
+    /// A `timestamptz` as `jsonb` writes it (`2026-12-02T04:15:47.123456+00:00`).
+    static func timestamp(_ text: String) -> Date? {
+        var whole = Substring(text)
+        var fraction = 0.0
+        if let dot = text.firstIndex(of: ".") {
+            let digits = text[text.index(after: dot)...].prefix { $0.isNumber }
+            fraction = Double("0." + digits) ?? 0
+            whole = text[..<dot] + text[text.index(after: dot)...].dropFirst(digits.count)
+        }
+        let formatter = ISO8601DateFormatter()
+        return formatter.date(from: String(whole)).map { $0.addingTimeInterval(fraction) }
     }
 
     /// One row of an insert, as the JSON object `jsonb_to_record(set)` reads.
