@@ -98,7 +98,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "imagejobs-chaos",
-            dependencies: ["Postgres", "JobEngine"],
+            dependencies: ["Postgres", "JobEngine", "TestSupport"],
             path: "Tests/Chaos",
             swiftSettings: settings
         ),

@@ -7,6 +7,7 @@
 //                   [--scenarios clean,mix,outage,restart,zombie,soak] [--soak-jobs 20000]
 import Foundation
 import JobEngine
+import TestSupport
 import Logging
 import Postgres
 
@@ -47,17 +48,6 @@ struct Options {
     }
 }
 
-struct Rng: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 var parsedOptions = Options()
 /// Canaries: a password in every worker's connection URL (the cluster trusts local
 /// connections, so it is sent nowhere) and a prompt in every job; neither may appear in any
@@ -69,7 +59,7 @@ if var components = URLComponents(string: parsedOptions.url), components.passwor
     parsedOptions.url = components.string ?? parsedOptions.url
 }
 let options = parsedOptions
-let quiet = Logger(label: "chaos", factory: { _ in SwiftLogNoOpLogHandler() })
+let quiet = TestLog.quiet
 let lease = 5.0, heartbeat = 1.0, sweep = 0.5
 let rescueBound = lease + sweep + 1.0
 final class Failures: @unchecked Sendable {
@@ -243,7 +233,7 @@ func readLog(_ path: String) -> [UUID: [Attempt]] {
 }
 
 func schemaURL(_ schema: String) -> String {
-    options.url + (options.url.contains("?") ? "&" : "?") + "options=-csearch_path%3D\(schema)"
+    TestDatabase.connectionString(options.url, schema: schema)
 }
 
 func makePool(_ schema: String, max: Int = 3) -> PGPool {
@@ -281,7 +271,7 @@ func setUp(_ name: String) async throws -> (PGPool, JobQueue, Fleet) {
     return (pool, JobQueue(pool: pool, logger: quiet), Fleet(url: schemaURL(schema), log: logPath))
 }
 
-func submit(_ queue: JobQueue, count: Int, rng: inout Rng, extra: [JobSpec] = []) async throws -> [UUID] {
+func submit(_ queue: JobQueue, count: Int, rng: inout SeededRandom, extra: [JobSpec] = []) async throws -> [UUID] {
     var ids: [UUID] = []
     var i = 0
     while i < count {
@@ -394,7 +384,7 @@ func checkLogs(_ fleet: Fleet, label: String) {
 
 func scenarioClean() async throws {
     say("== clean: \(options.jobs) jobs, \(options.workers) workers, no faults")
-    var rng = Rng(state: options.seed)
+    var rng = SeededRandom(seed: options.seed)
     let (pool, queue, fleet) = try await setUp("clean")
     let logPath = fleet.log
     let ids = try await submit(queue, count: options.jobs, rng: &rng)
@@ -412,7 +402,7 @@ func scenarioClean() async throws {
 
 func scenarioMix() async throws {
     say("== mix: \(options.jobs) jobs, \(options.workers) workers, seed \(options.seed)")
-    var rng = Rng(state: options.seed &+ 1)
+    var rng = SeededRandom(seed: options.seed &+ 1)
     let (pool, queue, fleet) = try await setUp("mix")
     let logPath = fleet.log
     let poison = JobSpec(kind: "test.script", params: ["crash_attempts": -1], groupID: UUID(), maxRetries: 2)
@@ -497,7 +487,7 @@ func scenarioMix() async throws {
 
 func scenarioOutage() async throws {
     say("== outage: the database down 10 s under a backlog")
-    var rng = Rng(state: options.seed &+ 2)
+    var rng = SeededRandom(seed: options.seed &+ 2)
     let (pool, queue, fleet) = try await setUp("outage")
     let logPath = fleet.log
     let ids = try await submit(queue, count: 3000, rng: &rng)
@@ -539,7 +529,7 @@ func scenarioOutage() async throws {
 
 func scenarioRestart() async throws {
     say("== restart: a fast restart shorter than the lease during steady load")
-    var rng = Rng(state: options.seed &+ 3)
+    var rng = SeededRandom(seed: options.seed &+ 3)
     let (pool, queue, fleet) = try await setUp("restart")
     let logPath = fleet.log
     let ids = try await submit(queue, count: 3000, rng: &rng)
@@ -670,13 +660,9 @@ func scenarioSoak() async throws {
     await pool.close()
 }
 
+/// Whether `condition` holds within `timeout` seconds.
 func waitFor(timeout: Double = 10, _ condition: () async -> Bool) async -> Bool {
-    let deadline = now() + timeout
-    while now() < deadline {
-        if await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(50))
-    }
-    return false
+    (try? await eventually(timeout: .milliseconds(Int64(timeout * 1000)), condition)) ?? false
 }
 
 guard !options.workerBin.isEmpty, !options.url.isEmpty else {

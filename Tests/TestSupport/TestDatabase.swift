@@ -17,6 +17,12 @@ public enum TestDatabase {
     /// Whether database tests can run.
     public static var isConfigured: Bool { url != nil }
 
+    /// `url` with `options=-c search_path=schema` appended: a child process's connection string
+    /// for that schema.
+    public static func connectionString(_ url: String, schema: String) -> String {
+        url + (url.contains("?") ? "&" : "?") + "options=-csearch_path%3D\(schema)"
+    }
+
     /// A configuration for the test cluster with short timeouts suitable for tests.
     public static func configuration(schema: String? = nil, applicationName: String = "imagejobs-test") -> PGConfiguration {
         var configuration = PGConfiguration(connectionString: url ?? "")
@@ -66,9 +72,7 @@ public struct TestSchema: Sendable {
     /// A connection string that selects this schema for a child process
     /// (`options=-c search_path=…` appended to the cluster URL).
     public var connectionString: String {
-        let base = TestDatabase.url ?? ""
-        let separator = base.contains("?") ? "&" : "?"
-        return base + separator + "options=-csearch_path%3D\(name)"
+        TestDatabase.connectionString(TestDatabase.url ?? "", schema: name)
     }
 
     /// A new pool on this schema (for tests that need several).
