@@ -87,9 +87,7 @@ struct OperatorCommandTests {
         try await TestDatabase.withMigratedSchema { schema, queue in
             let cli = CLI(databaseURL: schema.connectionString)
             let ids = try await (0..<5).asyncMap { _ in try await queue.submit(Factory.spec()).job.id }
-            try await schema.pool.query("""
-                UPDATE jobs SET status = 'cancelled', finished_at = now() - interval '10 days' WHERE id = ANY(\(Array(ids.prefix(3)))::uuid[])
-                """)
+            try await JobFactory(schema.pool).finish(Array(ids.prefix(3)), as: .cancelled, ago: .seconds(10 * 86_400))
             let dry = try await cli.run(["prune", "--older-than", "7d", "--dry-run", "--json"])
             #expect(dry.status == 0, "\(dry.stderr)")
             #expect(dry.stdout.contains("\"jobs\":3") && dry.stdout.contains("\"dry_run\":true"))
@@ -124,12 +122,9 @@ struct OperatorCommandTests {
             let lost = try await queue.submit(Factory.spec(kind: "nobody.runs")).job.id
             let old = try await queue.submit(Factory.spec(kind: "nobody.runs")).job.id
             // A job a crashed worker held, its heartbeat long gone; a job finished a month ago.
-            try await schema.pool.query("""
-                UPDATE jobs SET status = 'running', attempt = 1, worker_id = 'crashed', started_at = now() - interval '10 minutes',
-                                heartbeat_at = now() - interval '10 minutes', deadline_at = now() + interval '1 hour'
-                WHERE id = \(lost)
-                """)
-            try await schema.pool.query("UPDATE jobs SET status = 'cancelled', finished_at = now() - interval '30 days' WHERE id = \(old)")
+            let factory = JobFactory(schema.pool)
+            try await factory.run([lost], worker: "crashed", heartbeatAgo: .seconds(600))
+            try await factory.finish([old], as: .cancelled, ago: .seconds(30 * 86_400))
 
             // Several sweep intervals of a worker that takes no part in maintenance.
             let worker = try cli.start(fastWorker + ["--no-maintenance"])

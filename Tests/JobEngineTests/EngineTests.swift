@@ -125,7 +125,7 @@ struct EngineTests {
             // The sweep presumes the worker dead and re-queues the job. (Staleness counts from the
             // later of the heartbeat and the server's start: a 1 s lease keeps this test right on
             // a cluster started moments ago.)
-            try await schema.pool.query("UPDATE jobs SET heartbeat_at = now() - interval '1 hour' WHERE id = \(id)")
+            try await JobFactory(schema.pool).silence([id], for: .seconds(3600))
             let rescued = try await Maintenance(pool: schema.pool, configuration: MaintenanceConfiguration(lease: .seconds(1)), logger: TestLog.quiet).sweep()
             #expect(rescued == 1)
             try await makeDue(schema.pool)
@@ -203,8 +203,8 @@ struct EngineTests {
             let fresh = try await queue.submit(Factory.spec()).job.id
             let overdue = try await queue.submit(Factory.spec(timeout: .seconds(5))).job.id
             #expect(try await claim(schema.pool, limit: 2).count == 2)
-            try await schema.pool.query("UPDATE jobs SET heartbeat_at = now() - interval '50 seconds' WHERE id = \(fresh)")
-            try await schema.pool.query("UPDATE jobs SET deadline_at = now() - interval '31 seconds' WHERE id = \(overdue)")
+            try await JobFactory(schema.pool).silence([fresh], for: .seconds(50))
+            try await JobFactory(schema.pool).overrun([overdue], by: .seconds(31))
             let sweep = Maintenance(pool: schema.pool, configuration: MaintenanceConfiguration(lease: .seconds(60)), logger: TestLog.quiet)
             #expect(try await sweep.sweep() == 1)
             #expect(try await queue.job(fresh).status == .running)

@@ -27,13 +27,11 @@ struct RetentionTests {
                                 created_at = now() - interval '9 days'
                 WHERE id = ANY(\(finishedOld)::uuid[])
                 """)
-            try await pool.query("UPDATE jobs SET status = 'completed', finished_at = now() - interval '1 day' WHERE id = ANY(\(recent)::uuid[])")
-            try await pool.query("UPDATE jobs SET created_at = now() - interval '30 days' WHERE id = ANY(\(pending + [mixedBatch.jobIDs[2]])::uuid[])")
-            try await pool.query("""
-                UPDATE jobs SET status = 'running', attempt = 1, worker_id = 'w', started_at = now() - interval '20 days',
-                                heartbeat_at = now(), deadline_at = now() + interval '1 hour', created_at = now() - interval '20 days'
-                WHERE id = \(running)
-                """)
+            let factory = JobFactory(pool)
+            try await factory.finish(recent, ago: .seconds(86_400))
+            try await factory.age(pending + [mixedBatch.jobIDs[2]], by: .seconds(30 * 86_400))
+            try await factory.age([running], by: .seconds(20 * 86_400))
+            try await factory.run([running])
             try await pool.query("UPDATE batches SET created_at = now() - interval '9 days'")
             let withImages = Array(finishedOld.prefix(12)) + Array(recent.prefix(2))
             for id in withImages {
@@ -138,9 +136,7 @@ struct RetentionTests {
         try await TestDatabase.withMigratedSchema { schema, queue in
             let conversation = UUID()
             let ids = try await queue.submitBatch((0..<10).map { _ in Factory.spec(conversation: conversation) }, groupID: conversation).jobIDs
-            try await schema.pool.query("""
-                UPDATE jobs SET status = 'cancelled', finished_at = now() - interval '2 hours' WHERE id = ANY(\(Array(ids.prefix(6)))::uuid[])
-                """)
+            try await JobFactory(schema.pool).finish(Array(ids.prefix(6)), as: .cancelled, ago: .seconds(7200))
             var config = WorkerConfiguration()
             config.retention = .seconds(3600)
             let worker = Worker(pool: schema.pool, handlers: [], configuration: config, logger: TestLog.quiet)
