@@ -5,10 +5,9 @@
 --   SELECT * FROM submit_jobs('[{…}, {…}]', 'batch-key');   -- a batch: batch_id, job_ids
 -- The argument has the keys of one batch-file item: the image product's (conversation_id,
 -- prompt, negative_prompt, width, height, steps, seed, model, priority, timeout, max_retries,
--- idempotency_key, and the drills' fail_attempts and delay_ms) when `kind` is absent or
--- 'image.generate'; for any other kind: kind, group_id (a UUID: the group a job belongs to,
--- which image jobs name conversation_id), params (a JSON object), priority,
--- timeout, max_retries, idempotency_key. The rules and messages are the Swift submit path's
+-- idempotency_key) when `kind` is absent or 'image.generate'; for any other kind: kind,
+-- group_id (a UUID: the group a job belongs to, which image jobs name conversation_id), params
+-- (a JSON object), priority, timeout, max_retries, idempotency_key. The rules and messages are the Swift submit path's
 -- (a test runs one bad-input matrix through both): a bad item raises SQLSTATE 22023 whose
 -- message names the field and what is allowed, with the field also in the error's COLUMN,
 -- and writes nothing. A job exists if and only if the caller's transaction commits; the
@@ -105,7 +104,7 @@ $$;
 CREATE FUNCTION job_item(job jsonb, item integer) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
-    image_keys constant text[] := ARRAY['conversation_id', 'delay_ms', 'fail_attempts', 'height', 'idempotency_key', 'kind',
+    image_keys constant text[] := ARRAY['conversation_id', 'height', 'idempotency_key', 'kind',
         'max_retries', 'model', 'negative_prompt', 'priority', 'prompt', 'seed', 'steps', 'timeout', 'width'];
     generic_keys constant text[] := ARRAY['group_id', 'idempotency_key', 'kind', 'max_retries', 'params', 'priority', 'timeout'];
     kind text;
@@ -122,8 +121,6 @@ DECLARE
     steps bigint;
     seed bigint;
     model text;
-    fail_attempts bigint;
-    delay_ms bigint;
     priority text;
     timeout numeric;
     max_retries bigint;
@@ -156,8 +153,6 @@ BEGIN
         steps := coalesce(job_item_integer(job, 'steps', item), 30);
         seed := job_item_integer(job, 'seed', item);
         model := job_item_text(job, 'model', item);
-        fail_attempts := coalesce(job_item_integer(job, 'fail_attempts', item), 0);
-        delay_ms := coalesce(job_item_integer(job, 'delay_ms', item), 0);
     ELSE
         params := job -> 'params';
         IF params IS NULL OR jsonb_typeof(params) = 'null' THEN params := '{}'; END IF;
@@ -189,19 +184,12 @@ BEGIN
         IF seed NOT BETWEEN 0 AND 4294967295 THEN
             PERFORM job_input_error(item, 'seed', format('seed must be 0–4294967295, got %s', seed));
         END IF;
-        IF fail_attempts NOT BETWEEN 0 AND 5 THEN
-            PERFORM job_input_error(item, 'fail_attempts', format('fail_attempts must be 0–5, got %s', fail_attempts));
-        END IF;
-        IF delay_ms NOT BETWEEN 0 AND 600000 THEN
-            PERFORM job_input_error(item, 'delay_ms', format('delay_ms must be 0–600000, got %s', delay_ms));
-        END IF;
         IF model IS NOT NULL AND (length(model) NOT BETWEEN 1 AND 100 OR model !~ '^[A-Za-z0-9][A-Za-z0-9._:/-]*$') THEN
             PERFORM job_input_error(item, 'model', 'model must be 1–100 characters of letters, digits and . _ : / -');
         END IF;
         params := jsonb_strip_nulls(jsonb_build_object(
             'prompt', prompt, 'negative_prompt', negative_prompt, 'width', width, 'height', height, 'steps', steps,
-            'seed', seed, 'model', model,
-            'fail_attempts', nullif(fail_attempts, 0), 'delay_ms', nullif(delay_ms, 0)));
+            'seed', seed, 'model', model));
     END IF;
 
     IF length(kind) > 64 OR ascii(kind) NOT BETWEEN 97 AND 122 OR ltrim(kind, 'abcdefghijklmnopqrstuvwxyz0123456789_.-') <> '' THEN

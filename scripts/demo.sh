@@ -2,15 +2,17 @@
 # `make demo`: the whole product in about a minute, with no configuration.
 #
 # Starts the embedded PostgreSQL (unless DATABASE_URL is set), migrates, submits a batch of
-# varied prompts into one conversation plus single jobs of each priority (one fails once to show
-# a retry, one has a 1 s timeout to show a timeout), runs two worker processes with the offline
-# procedural generator, shows live progress, prints the summary and where the PNGs are. Stops
-# everything it started.
+# varied prompts into one conversation plus single jobs of each priority, and from SQL two drill
+# jobs in the same conversation (one fails once to show a retry, one has a 1 s timeout and needs
+# 3 s to show a timeout), runs two worker processes with the offline procedural generator (one
+# of them the drills' worker, which also runs the drill jobs), shows live progress, prints the
+# summary and where the PNGs are. Stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=demo-output
 swift build 2>&1 | grep -E "error|warning: unre|Compiling|Build complete" | tail -n 1 || true
 bin="$(swift build --show-bin-path)/imagejobs"
+drill_worker="$(swift build --show-bin-path)/imagejobs-drill-worker"
 
 started_db=0
 workers=()
@@ -50,16 +52,18 @@ rm -f "$batch_file"
 for priority in high normal low; do
     "$bin" submit --conversation "$conversation" --prompt "a single $priority-priority painting of a harbor" --priority "$priority" --seed 7
 done
-echo "== one job that fails its first attempt (watch it retry after 1 s):"
-"$bin" submit --conversation "$conversation" --prompt "a phoenix rising, second try" --fail-attempts 1 --priority high
-echo "== one job with a 1 s timeout that needs 3 s (watch it time out):"
-"$bin" submit --conversation "$conversation" --prompt "a very slow painting" --timeout 1 --delay-ms 3000 --max-retries 0
+echo "== from SQL, a drill job that fails its first attempt (watch it retry after 1 s),"
+echo "   and one with a 1 s timeout that needs 3 s (watch it time out):"
+psql -X -q -At "$DATABASE_URL" <<SQL
+SELECT 'submitted ' || submit_job('{"kind": "test.script", "group_id": "$conversation", "params": {"fail_attempts": 1}, "priority": "high"}');
+SELECT 'submitted ' || submit_job('{"kind": "test.script", "group_id": "$conversation", "params": {"sleep_ms": 3000}, "timeout": 1, "max_retries": 0}');
+SQL
 
-echo "== starting 2 worker processes (concurrency 2 each, procedural generator)"
-for n in 1 2; do
-    "$bin" worker --concurrency 2 --output-dir "$out" --poll-interval 0.2 --log-level error &
-    workers+=($!)
-done
+echo "== starting 2 worker processes (concurrency 2 each, procedural generator; the second also runs the drill jobs)"
+"$bin" worker --concurrency 2 --output-dir "$out" --poll-interval 0.2 --log-level error &
+workers+=($!)
+"$drill_worker" --concurrency 2 --output-dir "$out" --poll-interval 0.2 --log-level error &
+workers+=($!)
 
 echo "== progress (per-status counts and the positions of the next waiting jobs):"
 "$bin" watch --conversation "$conversation" --until-done --interval 0.5 --timeout 120
@@ -74,9 +78,9 @@ echo "$completed jobs completed; $pngs PNG files written to $out/"
 for job in $("$bin" list --conversation "$conversation" --status error --json | python3 -c 'import json,sys; [print(j["id"]) for j in json.load(sys.stdin)]'); do
     "$bin" status "$job" | grep -E '^(id|status|error_message) '
 done
-# The demo is also a check (`make test` runs it): 16 of its 17 jobs complete, one PNG each, and
-# the timed-out one ends in error.
-if [ "$completed" != 16 ] || [ "$pngs" != "$completed" ]; then
-    echo "demo: expected 16 completed jobs and 16 PNG files, got $completed and $pngs" >&2
+# The demo is also a check (`make test` runs it): 16 of its 17 jobs complete (the 15 images with
+# one PNG each, and the drill job on its second attempt), and the timed-out one ends in error.
+if [ "$completed" != 16 ] || [ "$pngs" != 15 ]; then
+    echo "demo: expected 16 completed jobs and 15 PNG files, got $completed and $pngs" >&2
     exit 1
 fi

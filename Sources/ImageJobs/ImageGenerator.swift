@@ -81,12 +81,6 @@ public struct ImageJobHandler: JobHandler {
         } catch {
             throw JobFailure.permanent("invalid image parameters: \(error)")
         }
-        if job.attempt <= parameters.failAttempts {
-            throw JobFailure.retryable("drill: failing attempt \(job.attempt) of the first \(parameters.failAttempts)")
-        }
-        if parameters.delayMilliseconds > 0 {
-            try await Task.sleep(for: .milliseconds(parameters.delayMilliseconds))
-        }
         let started = ContinuousClock.now
         let image: GeneratedImage
         do {

@@ -10,7 +10,7 @@ public enum ImageJob {
 
     /// The keys of one batch-file item (also `submit_job`'s for image jobs).
     public static let itemFields: [String] = [
-        "conversation_id", "delay_ms", "fail_attempts", "height", "idempotency_key", "kind", "max_retries", "model",
+        "conversation_id", "height", "idempotency_key", "kind", "max_retries", "model",
         "negative_prompt", "priority", "prompt", "seed", "steps", "timeout", "width",
     ]
 
@@ -62,8 +62,7 @@ public enum ImageJob {
         let parameters = ImageJobParameters(
             prompt: prompt, negativePrompt: try string("negative_prompt"), width: Int(try integer("width") ?? 512),
             height: Int(try integer("height") ?? 512), steps: Int(try integer("steps") ?? 30), seed: try integer("seed"),
-            model: try string("model"), failAttempts: Int(try integer("fail_attempts") ?? 0),
-            delayMilliseconds: Int(try integer("delay_ms") ?? 0))
+            model: try string("model"))
         return try spec(
             conversationID: conversationID, parameters: parameters,
             priority: try priority(try string("priority") ?? "normal", index: index),

@@ -32,15 +32,9 @@ public struct ImageJobParameters: Sendable, Equatable, Codable {
     public var steps: Int
     public var seed: Int64?
     public var model: String?
-    /// Drill: fail the first N attempts with a retryable error (0–5; for demos and fault drills).
-    public var failAttempts: Int = 0
-    /// Drill: wait this long before generating (0–600,000 ms; shows timeouts in demos).
-    public var delayMilliseconds: Int = 0
 
     public init(prompt: String, negativePrompt: String? = nil, width: Int = 512, height: Int = 512, steps: Int = 30,
-                seed: Int64? = nil, model: String? = nil, failAttempts: Int = 0, delayMilliseconds: Int = 0) {
-        self.failAttempts = failAttempts
-        self.delayMilliseconds = delayMilliseconds
+                seed: Int64? = nil, model: String? = nil) {
         self.prompt = prompt
         self.negativePrompt = negativePrompt
         self.width = width
@@ -52,7 +46,7 @@ public struct ImageJobParameters: Sendable, Equatable, Codable {
 
     enum CodingKeys: String, CodingKey {
         case prompt, width, height, steps, seed, model
-        case negativePrompt = "negative_prompt", failAttempts = "fail_attempts", delayMilliseconds = "delay_ms"
+        case negativePrompt = "negative_prompt"
     }
 
     /// Checks every field; the error names the field and what is allowed, never the prompt.
@@ -76,8 +70,6 @@ public struct ImageJobParameters: Sendable, Equatable, Codable {
         if let seed, !limits.seedRange.contains(seed) {
             throw fail("seed", "seed must be \(limits.seedRange.lowerBound)–\(limits.seedRange.upperBound), got \(seed)")
         }
-        if !(0...5).contains(failAttempts) { throw fail("fail_attempts", "fail_attempts must be 0–5, got \(failAttempts)") }
-        if !(0...600_000).contains(delayMilliseconds) { throw fail("delay_ms", "delay_ms must be 0–600000, got \(delayMilliseconds)") }
         if let model {
             let u = Array(model.utf8)
             func ok(_ c: UInt8) -> Bool { (65...90).contains(c) || (97...122).contains(c) || (48...57).contains(c) }
@@ -118,8 +110,6 @@ public struct ImageJobParameters: Sendable, Equatable, Codable {
         if let negativePrompt { o["negative_prompt"] = .string(negativePrompt) }
         if let seed { o["seed"] = .number(Double(seed)) }
         if let model { o["model"] = .string(model) }
-        if failAttempts != 0 { o["fail_attempts"] = .number(Double(failAttempts)) }
-        if delayMilliseconds != 0 { o["delay_ms"] = .number(Double(delayMilliseconds)) }
         return o
     }
 
@@ -143,7 +133,5 @@ public struct ImageJobParameters: Sendable, Equatable, Codable {
             return Int64(i)
         }
         self.model = json["model"]?.stringValue
-        self.failAttempts = try int("fail_attempts", 0)
-        self.delayMilliseconds = try int("delay_ms", 0)
     }
 }

@@ -22,8 +22,6 @@ extension ImageJobsCommand {
         @Option(help: "Retries after a failed attempt (0–25).") var maxRetries: Int = 3
         @Option(help: "A key that makes a retried submit return the first job.") var idempotencyKey: String?
         @Option(help: "A batch file, or - for standard input.") var batch: String?
-        @Option(help: "Drill: fail the first N attempts (0–5), to see retries.") var failAttempts: Int = 0
-        @Option(help: "Drill: wait this many milliseconds before generating, to see timeouts.") var delayMs: Int = 0
         @Flag(help: "Print JSON.") var json = false
 
         func validate() throws {
@@ -49,7 +47,7 @@ extension ImageJobsCommand {
                     conversationID: try parseUUID(conversation ?? "", field: "conversation"),
                     parameters: ImageJobParameters(
                         prompt: prompt ?? "", negativePrompt: negativePrompt, width: width, height: height, steps: steps, seed: seed,
-                        model: model, failAttempts: failAttempts, delayMilliseconds: delayMs),
+                        model: model),
                     priority: try ImageJob.priority(priority), timeout: timeout, maxRetries: maxRetries, idempotencyKey: idempotencyKey)
                 let queue = try database.queue()
                 let (job, created) = try await queue.submit(spec)

@@ -258,8 +258,6 @@ struct CLIEndToEndTests {
                 (["submit", "--conversation", c, "--prompt", "ok", "--timeout=-5"], nil, 64, "timeout must be between"),
                 (["submit", "--conversation", c, "--prompt", "ok", "--max-retries=-1"], nil, 64, "max_retries must be between"),
                 (["submit", "--conversation", c, "--prompt", "ok", "--idempotency-key", String(repeating: "k", count: 201)], nil, 64, "idempotency_key must be"),
-                (["submit", "--conversation", c, "--prompt", "ok", "--fail-attempts", "6"], nil, 64, "fail_attempts must be 0–5"),
-                (["submit", "--conversation", c, "--prompt", "ok", "--delay-ms=-1"], nil, 64, "delay_ms must be"),
                 (["submit", "--prompt", "ok"], nil, 64, "--conversation and --prompt are required"),
                 (["submit", "--batch", "-"], "[1]", 64, "item 0: each batch item must be a JSON object"),
                 (["submit", "--batch", "-"], "[{}]", 64, "item 0: conversation_id is required"),

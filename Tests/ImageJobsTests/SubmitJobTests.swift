@@ -53,8 +53,6 @@ struct SubmitJobTests {
         (item(["max_retries": -1]), "max_retries"),
         (item(["idempotency_key": .string(String(repeating: "k", count: 201))]), "idempotency_key"),
         (item(["idempotency_key": ""]), "idempotency_key"),
-        (item(["fail_attempts": 6]), "fail_attempts"),
-        (item(["delay_ms": -1]), "delay_ms"),
         (item(["conversation_id": "not-a-uuid"]), "conversation_id"),
         (item(["conversation_id": "0b7e2c4e8a514d2a9f3e2b1c0d9e8f7a"]), "conversation_id"),
         (item(["conversation_id": nil]), "conversation_id"),
