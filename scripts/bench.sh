@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 swift build -c release --product imagejobs 2>&1 | tail -n 1
+# The multi-process tests run the drills' worker, which also runs the benchmark's no-op jobs.
+swift build -c release --product imagejobs-drill-worker 2>&1 | tail -n 1
 bin=.build/release/imagejobs
 started=0
 if [ -z "${DATABASE_URL:-}" ]; then

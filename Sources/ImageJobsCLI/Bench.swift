@@ -302,13 +302,16 @@ struct Bench {
         ]))
     }
 
+    /// A worker process that runs the benchmark's no-op jobs: `imagejobs-drill-worker`, built
+    /// beside this binary (the shipped worker has no benchmark kind).
     func spawnWorker(concurrency: Int, pollInterval: Double = 0.2) throws -> Process {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-        if !FileManager.default.isExecutableFile(atPath: p.executableURL!.path) {
-            p.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        let here = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+        p.executableURL = here.appendingPathComponent("imagejobs-drill-worker")
+        guard FileManager.default.isExecutableFile(atPath: p.executableURL!.path) else {
+            throw CLIError.badInput("the multi-process tests need imagejobs-drill-worker beside imagejobs (swift build -c release --product imagejobs-drill-worker)")
         }
-        p.arguments = ["worker", "--bench-noop", "--concurrency", "\(concurrency)", "--poll-interval", "\(pollInterval)",
+        p.arguments = ["--bench-noop", "--concurrency", "\(concurrency)", "--poll-interval", "\(pollInterval)",
                        "--database-url", childURL, "--log-level", "error"]
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
@@ -559,12 +562,16 @@ final class Recorder: @unchecked Sendable {
     }
 }
 
-/// The benchmark's no-op handler.
-struct NoopHandler: JobHandler {
-    let kind = "bench.noop"
+/// The benchmark's no-op handler (`bench.noop`), in this process or in the drills' worker.
+package struct NoopHandler: JobHandler {
+    package let kind = "bench.noop"
     let recorder: Recorder?
 
-    func run(_ job: ClaimedJob, context: JobContext) async throws -> JobResult {
+    package init() { recorder = nil }
+
+    init(recorder: Recorder?) { self.recorder = recorder }
+
+    package func run(_ job: ClaimedJob, context: JobContext) async throws -> JobResult {
         recorder?.record(job.job.params["i"]?.intValue ?? -1)
         return JobResult()
     }

@@ -42,7 +42,6 @@ package struct WorkerOptions: ParsableArguments {
     @Option(help: "Seconds between samples of the queue depth for the metrics.") var queueDepthInterval: Double = 15
     @Option(help: "Database connections of this process.") var maxConnections: Int?
     @Flag(help: "Poll only; no LISTEN (for PgBouncer in transaction mode).") var noListen = false
-    @Flag(help: .hidden) var benchNoop = false
 
     package init() {}
 
@@ -100,7 +99,6 @@ package struct WorkerOptions: ParsableArguments {
                 ImageJobHandler(generator: imageGenerator, outputDirectory: outputDir.map { URL(fileURLWithPath: $0) })
             ]
             handlers += extraHandlers
-            if benchNoop { handlers.append(NoopHandler(recorder: nil)) }
             let worker = Worker(pool: pool, handlers: handlers, configuration: config, logger: logger)
             let group = ServiceGroup(
                 configuration: .init(

@@ -17,9 +17,11 @@ struct DrillWorker: AsyncParsableCommand {
         commandName: "imagejobs-drill-worker", abstract: "imagejobs worker, plus the drills' test.script handler.")
     @OptionGroup var worker: WorkerOptions
     @Option(help: "Append a line per start, end, failure and crash of a test.script job to this file.") var executionLog: String?
+    @Flag(help: "Also run the benchmark's no-op jobs (bench.noop), for `imagejobs bench`'s multi-process tests.") var benchNoop = false
 
     func run() async throws {
-        try await worker.run(extraHandlers: [DiagnosticHandler(executionLog: executionLog)])
+        let drills: [any JobHandler] = [DiagnosticHandler(executionLog: executionLog)] + (benchNoop ? [NoopHandler()] : [])
+        try await worker.run(extraHandlers: drills)
     }
 }
 
