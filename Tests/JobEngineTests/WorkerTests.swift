@@ -3,6 +3,7 @@ import Postgres
 import ServiceLifecycle
 import TestSupport
 import Testing
+import Tracing
 
 @testable import JobEngine
 
@@ -154,6 +155,48 @@ struct WorkerStateTests {
         guard case .interrupted(.leaseLost) = await current.outcome() else {
             Issue.record("the current attempt was not interrupted")
             return
+        }
+    }
+}
+
+/// Claimed attempts a test's producer hands over, instead of starting them.
+final class Deliveries: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [ClaimedJob] = []
+    func append(_ claimed: ClaimedJob) { lock.lock(); items.append(claimed); lock.unlock() }
+    var all: [ClaimedJob] { lock.lock(); defer { lock.unlock() }; return items }
+}
+
+@Suite("the worker's services, one step at a time", .enabled(if: TestDatabase.isConfigured))
+struct WorkerServiceTests {
+    @Test("the producer's cycle claims up to the free slots and hands them over; the executor runs one attempt to its recorded end")
+    func producerAndExecutorRunOnce() async throws {
+        try await TestDatabase.withMigratedSchema { schema, queue in
+            let ids = try await (0..<3).asyncMap { _ in try await queue.submit(Factory.spec(params: ["sleep_ms": 1])).job.id }
+            var configuration = WorkerConfiguration()
+            configuration.concurrency = 2
+            let worker = Worker(pool: schema.makePool(), handlers: [SleepHandler()], configuration: configuration, logger: TestLog.quiet)
+            let deliveries = Deliveries()
+            let producer = Producer(
+                pool: worker.pool, configuration: configuration, kinds: ["test.script"], state: worker.state,
+                completer: worker.executor.completer, logger: TestLog.quiet, tracer: NoOpTracer(), deliver: { deliveries.append($0) })
+
+            let first = try await producer.runOnce()
+            #expect(first.claimed == 2 && first.limit == 2 && first.claimedAll)
+            #expect(Set(deliveries.all.map(\.job.id)).isSubset(of: ids) && deliveries.all.allSatisfy { $0.job.status == .running })
+
+            // The executor takes one into a slot and runs it to its end, completion written.
+            let outcome = await worker.executor.runOnce(deliveries.all[0])
+            #expect(outcome?.name == "completed")
+            #expect(try await queue.job(deliveries.all[0].job.id).status == .completed)
+            #expect(worker.state.runningCount == 0 && worker.counters.completed == 1)
+
+            // Nothing runs in this worker's slots (the test kept the deliveries), so the next
+            // cycle may claim two again and finds the one left.
+            let second = try await producer.runOnce()
+            #expect(second.claimed == 1 && second.limit == 2 && !second.claimedAll)
+            let third = try await producer.runOnce()
+            #expect(third.claimed == 0)
         }
     }
 }

@@ -15,8 +15,7 @@ extension Worker {
             let sent = ContinuousClock.now
             do {
                 let rows = try await pool.query(
-                    JobSQL.heartbeat(workerID: configuration.id, ids: running.map(\.0), attempts: running.map(\.1))
-                        )
+                    JobSQL.heartbeat(workerID: configuration.id, ids: running.map(\.0), attempts: running.map(\.1)))
                 lastAck = sent
                 let owned = Set(try rows.map { try $0.decode("id", as: UUID.self) })
                 for (id, attempt) in running where !owned.contains(id) {

@@ -19,8 +19,11 @@ public final class Worker: Service, Sendable {
     let handlers: [String: any JobHandler]
     let logger: Logger
     let state: WorkerState
-    let completer: Completer
     let metrics: WorkerMetrics
+    /// Claims attempts (and writes completions with its claims).
+    let producer: Producer
+    /// Runs each claimed attempt and records its outcome.
+    let executor: Executor
     /// The fleet-wide maintenance this worker takes part in (unless ``WorkerConfiguration/runsMaintenance`` is off).
     let maintenance: Maintenance
     /// Spans each claim (`job.claim`) and each run (`job.run`, a child of the submitter's span).
@@ -43,7 +46,14 @@ public final class Worker: Service, Sendable {
         self.metrics = WorkerMetrics(kinds: byKind.keys.sorted())
         let state = WorkerState(metrics: metrics, concurrency: configuration.concurrency)
         self.state = state
-        self.completer = Completer(pool: pool, wakeClaimer: { state.wake() })
+        let completer = Completer(pool: pool, wakeClaimer: { state.wake() })
+        let executor = Executor(
+            pool: pool, configuration: configuration, handlers: byKind, state: state, completer: completer, metrics: metrics,
+            logger: logger, tracer: tracer)
+        self.executor = executor
+        self.producer = Producer(
+            pool: pool, configuration: configuration, kinds: byKind.keys.sorted(), state: state, completer: completer,
+            logger: logger, tracer: tracer, deliver: { executor.start($0) })
         self.maintenance = Maintenance(pool: pool, configuration: configuration.maintenance, logger: logger) { round in
             state.update {
                 $0.rescued += round.rescued
@@ -64,7 +74,7 @@ public final class Worker: Service, Sendable {
             ? PGListener(configuration: pool.configuration, channels: [channel], logger: logger) : nil
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
-                group.addTask { await self.claimLoop() }
+                group.addTask { await self.producer.run() }
                 group.addTask { await self.heartbeatLoop() }
                 if self.configuration.runsMaintenance {
                     group.addTask { await self.maintenance.loop() }
@@ -74,7 +84,7 @@ public final class Worker: Service, Sendable {
                 if let listener {
                     group.addTask { await self.consume(listener) }
                 }
-                await group.next()  // the claim loop ends first: on shutdown or cancellation
+                await group.next()  // the producer ends first: on shutdown or cancellation
                 listener?.stop()
                 group.cancelAll()
             }
@@ -95,7 +105,7 @@ public final class Worker: Service, Sendable {
             } catch {
                 attempt += 1
                 logger.warning("database unavailable; retrying", metadata: ["error": "\(error)"])
-                await reconnectDelay(attempt)
+                await configuration.reconnectDelay(attempt)
             }
         }
         return JobQueue.channel(schema: "public")
@@ -116,16 +126,37 @@ public final class Worker: Service, Sendable {
             } catch {
                 attempt += 1
                 logger.warning("could not register the worker; retrying", metadata: ["error": "\(error)"])
-                await reconnectDelay(attempt)
+                await configuration.reconnectDelay(attempt)
             }
         }
     }
 
-    /// Capped, fully jittered exponential backoff: 100 ms · 2ⁿ up to the cap.
-    func reconnectDelay(_ attempt: Int) async {
-        let capMs = Double(configuration.maxReconnectDelay.milliseconds)
-        let ms = Double.random(in: 0...min(capMs, 100 * pow(2, Double(min(attempt, 20)))))
-        try? await Task.sleep(for: .milliseconds(Int64(max(ms, 20))))
+    /// Wake-ups from NOTIFY: a new job wakes the producer; a cancel interrupts the attempts
+    /// of cancelled jobs this worker runs.
+    private func consume(_ listener: PGListener) async {
+        for await event in listener {
+            switch event {
+            case .connected:
+                state.wake()
+            case .notification(_, let payload):
+                if payload.hasPrefix("cancel") {
+                    await checkCancelled()
+                } else {
+                    state.wake()
+                }
+            }
+        }
+    }
+
+    /// After a cancel notification: interrupt running jobs that were cancelled.
+    private func checkCancelled() async {
+        let running = state.runningAttempts()
+        guard !running.isEmpty else { return }
+        guard let rows = try? await pool.query(JobSQL.cancelledAmong(ids: running.map(\.0)))
+        else { return }
+        for row in rows {
+            if let id: UUID = try? row.decode("id") { state.interrupt(id, reason: .cancelled) }
+        }
     }
 
     /// Runs a maintenance round now (whether or not this worker takes part in maintenance):

@@ -82,3 +82,13 @@ public struct WorkerCounters: Sendable, Equatable {
     public var pruned = 0
     public var claimErrors = 0
 }
+
+extension WorkerConfiguration {
+    /// Waits before reconnect attempt `attempt`: capped, fully jittered exponential backoff,
+    /// 100 ms · 2ⁿ up to ``maxReconnectDelay``.
+    func reconnectDelay(_ attempt: Int) async {
+        let capMs = Double(maxReconnectDelay.milliseconds)
+        let ms = Double.random(in: 0...min(capMs, 100 * pow(2, Double(min(attempt, 20)))))
+        try? await Task.sleep(for: .milliseconds(Int64(max(ms, 20))))
+    }
+}

@@ -73,7 +73,7 @@ final class WorkerState: @unchecked Sendable {
 
     /// Interrupts the running attempt of job `id`; with `attempt`, only that attempt (an answer
     /// about an earlier attempt must not stop the retry this worker may already be running).
-    func interrupt(_ id: UUID, attempt: Int? = nil, reason: Worker.Interruption) {
+    func interrupt(_ id: UUID, attempt: Int? = nil, reason: Executor.Interruption) {
         lock.lock()
         let entry = running[id]
         lock.unlock()

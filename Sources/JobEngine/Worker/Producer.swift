@@ -3,70 +3,72 @@ import Logging
 import Postgres
 import Tracing
 
-/// The claim loop: completions ride along with claims (see ``Completer``); wake-ups come from
-/// LISTEN or the poll interval.
-extension Worker {
-    func claimLoop() async {
-        let kinds = handlers.keys.sorted()
+/// The worker's producer: its claim loop. Completions ride along with claims: one statement
+/// completes the attempts whose handlers finished (see ``Completer``) and claims as many new
+/// jobs as that frees, so a busy worker spends one round trip and one transaction per cycle, not
+/// two. Wake-ups come from LISTEN or the poll interval.
+final class Producer: Sendable {
+    let pool: PGPool
+    let configuration: WorkerConfiguration
+    let kinds: [String]
+    let state: WorkerState
+    let completer: Completer
+    let logger: Logger
+    let tracer: any Tracer
+    /// Where claimed attempts go (the executor).
+    let deliver: @Sendable (ClaimedJob) -> Void
+
+    init(
+        pool: PGPool, configuration: WorkerConfiguration, kinds: [String], state: WorkerState, completer: Completer,
+        logger: Logger, tracer: any Tracer, deliver: @escaping @Sendable (ClaimedJob) -> Void
+    ) {
+        self.pool = pool
+        self.configuration = configuration
+        self.kinds = kinds
+        self.state = state
+        self.completer = completer
+        self.logger = logger
+        self.tracer = tracer
+        self.deliver = deliver
+    }
+
+    /// What one cycle did.
+    struct Cycle: Sendable, Equatable {
+        /// Attempts claimed and delivered.
+        var claimed = 0
+        /// The most this cycle could claim (its free slots, up to ``JobSQL/maxClaim``).
+        var limit = 0
+        /// Whether a completion's row was held by another statement and waits for the next cycle.
+        var busy = false
+
+        /// Whether it claimed all it could: more may be waiting.
+        var claimedAll: Bool { limit > 0 && claimed == limit }
+    }
+
+    /// Claims until cancelled or shut down.
+    func run() async {
         var failures = 0
         var busyRounds = 0
-        // Completions ride along with claims: one statement completes the attempts whose
-        // handlers finished and claims as many new jobs as that frees, so a busy worker spends
-        // one round trip and one transaction per cycle, not two.
         completer.attach()
         defer { completer.detach() }
         while !Task.isCancelled && !state.isShuttingDown {
-            let completions = completer.takeForClaim()
-            // Attempts completed by this statement free their slots with it.
-            // (Attempts just claimed may still be counted with the ones they replace, so this
-            // can be 0 while completions wait: they are written all the same.)
-            let free = max(0, configuration.concurrency - state.runningCount + completions.count)
-            // At most `maxClaim` per statement (the rest at once in the next): each limit is a
-            // prepared statement of its own on the server (see `completeAndClaim`).
-            let limit = JobSQL.claimLimit(free)
-            var claimedAll = false
-            var resolved = completions.isEmpty
-            var busy = false
-            if limit > 0 || !completions.isEmpty {
-                do {
-                    let rows = try await tracer.withSpan("job.claim", ofKind: .client) { span in
-                        span.attributes["claim.limit"] = limit
-                        span.attributes["claim.completions"] = completions.count
-                        return try await pool.query(
-                            JobSQL.completeAndClaim(
-                                ids: completions.map(\.id), attempts: completions.map(\.attempt),
-                                workerID: configuration.id, kinds: kinds, limit: limit
-                            ))
-                    }
-                    failures = 0
-                    var claimed = 0
-                    if !completions.isEmpty {
-                        let done: [UUID] = try rows.first?.decode("completed_ids") ?? []
-                        busy = completer.resolve(completions, completed: Set(done), busy: Set(try rows.first?.decode("busy_ids") ?? []))
-                        resolved = true
-                    }
-                    for row in rows where !row.isNull("id") {
-                        let job = try JobSQL.decodeJob(row)
-                        let remaining: Double = try row.decode("remaining_s")
-                        start(ClaimedJob(job: job, remainingSeconds: remaining, traceContext: try row.decode("trace_context")))
-                        claimed += 1
-                    }
-                    claimedAll = limit > 0 && claimed == limit
-                } catch {
-                    if !resolved { completer.fail(completions, error) }
-                    // Cancelled mid-statement (the worker is stopping): not a claim failure.
-                    if Task.isCancelled { break }
-                    failures += 1
-                    state.update { $0.claimErrors += 1 }
-                    if failures == 1 || failures % 20 == 0 {
-                        logger.warning("claim failed; retrying", metadata: ["error": "\(error)", "claim.failures": "\(failures)"])
-                    }
-                    await reconnectDelay(failures)
-                    continue
+            let cycle: Cycle
+            do {
+                cycle = try await runOnce()
+                failures = 0
+            } catch {
+                // Cancelled mid-statement (the worker is stopping): not a claim failure.
+                if Task.isCancelled { break }
+                failures += 1
+                state.update { $0.claimErrors += 1 }
+                if failures == 1 || failures % 20 == 0 {
+                    logger.warning("claim failed; retrying", metadata: ["error": "\(error)", "claim.failures": "\(failures)"])
                 }
+                await configuration.reconnectDelay(failures)
+                continue
             }
-            if claimedAll { continue }  // more may be waiting; go again at once
-            if busy {
+            if cycle.claimedAll { continue }  // more may be waiting; go again at once
+            if cycle.busy {
                 // Completions whose rows another statement held locked went back to the
                 // completer; a claimer's lock lasts one statement, so try again in a moment,
                 // backing off (up to the poll interval) if something holds the row longer.
@@ -79,29 +81,45 @@ extension Worker {
         }
     }
 
-    func consume(_ listener: PGListener) async {
-        for await event in listener {
-            switch event {
-            case .connected:
-                state.wake()
-            case .notification(_, let payload):
-                if payload.hasPrefix("cancel") {
-                    await checkCancelled()
-                } else {
-                    state.wake()
-                }
+    /// One cycle: writes the completions waiting and claims up to the free slots, in one
+    /// statement, delivering each claimed attempt. Nothing to write and no free slot: no
+    /// statement.
+    func runOnce() async throws -> Cycle {
+        let completions = completer.takeForClaim()
+        // Attempts completed by this statement free their slots with it. (Attempts just claimed
+        // may still be counted with the ones they replace, so this can be 0 while completions
+        // wait: they are written all the same.)
+        let free = max(0, configuration.concurrency - state.runningCount + completions.count)
+        // At most `maxClaim` per statement (the rest at once in the next): each limit is a
+        // prepared statement of its own on the server (see `completeAndClaim`).
+        var cycle = Cycle(limit: JobSQL.claimLimit(free))
+        guard cycle.limit > 0 || !completions.isEmpty else { return cycle }
+        var resolved = completions.isEmpty
+        do {
+            let limit = cycle.limit
+            let rows = try await tracer.withSpan("job.claim", ofKind: .client) { span in
+                span.attributes["claim.limit"] = limit
+                span.attributes["claim.completions"] = completions.count
+                return try await pool.query(
+                    JobSQL.completeAndClaim(
+                        ids: completions.map(\.id), attempts: completions.map(\.attempt),
+                        workerID: configuration.id, kinds: kinds, limit: limit))
             }
-        }
-    }
-
-    /// After a cancel notification: interrupt running jobs that were cancelled.
-    func checkCancelled() async {
-        let running = state.runningAttempts()
-        guard !running.isEmpty else { return }
-        guard let rows = try? await pool.query(JobSQL.cancelledAmong(ids: running.map(\.0)))
-        else { return }
-        for row in rows {
-            if let id: UUID = try? row.decode("id") { state.interrupt(id, reason: .cancelled) }
+            if !completions.isEmpty {
+                let done: [UUID] = try rows.first?.decode("completed_ids") ?? []
+                cycle.busy = completer.resolve(completions, completed: Set(done), busy: Set(try rows.first?.decode("busy_ids") ?? []))
+                resolved = true
+            }
+            for row in rows where !row.isNull("id") {
+                let job = try JobSQL.decodeJob(row)
+                let remaining: Double = try row.decode("remaining_s")
+                deliver(ClaimedJob(job: job, remainingSeconds: remaining, traceContext: try row.decode("trace_context")))
+                cycle.claimed += 1
+            }
+            return cycle
+        } catch {
+            if !resolved { completer.fail(completions, error) }
+            throw error
         }
     }
 }

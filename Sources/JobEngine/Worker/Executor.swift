@@ -3,16 +3,69 @@ import Logging
 import Postgres
 import Tracing
 
-/// Running one attempt: its handler under the deadline, then its outcome written, fenced by
-/// the attempt.
-extension Worker {
+/// The worker's executor: runs one claimed attempt under its deadline (cancelling the handler
+/// and freeing the slot at the deadline even if the handler ignores cancellation) and records
+/// its outcome, every write fenced by the attempt.
+final class Executor: Sendable {
+    let pool: PGPool
+    let configuration: WorkerConfiguration
+    let handlers: [String: any JobHandler]
+    let state: WorkerState
+    let completer: Completer
+    let metrics: WorkerMetrics
+    let logger: Logger
+    let tracer: any Tracer
+
+    init(
+        pool: PGPool, configuration: WorkerConfiguration, handlers: [String: any JobHandler], state: WorkerState,
+        completer: Completer, metrics: WorkerMetrics, logger: Logger, tracer: any Tracer
+    ) {
+        self.pool = pool
+        self.configuration = configuration
+        self.handlers = handlers
+        self.state = state
+        self.completer = completer
+        self.metrics = metrics
+        self.logger = logger
+        self.tracer = tracer
+    }
+
+    /// Takes a claimed attempt and runs it in the background. Its slot is taken before this
+    /// returns, so the next claim counts it.
     func start(_ claimed: ClaimedJob) {
+        guard let attempt = admit(claimed) else { return }
+        // The bookkeeping task is unstructured on purpose: it must outlive a handler that
+        // ignores cancellation, and its writes must not be cut off by that cancellation.
+        Task {
+            await self.finish(attempt)
+            self.state.wake()
+        }
+    }
+
+    /// Runs a claimed attempt to its recorded end; `nil` when this worker has no handler for
+    /// its kind (the claim only takes kinds it has).
+    @discardableResult
+    func runOnce(_ claimed: ClaimedJob) async -> Outcome? {
+        guard let attempt = admit(claimed) else { return nil }
+        return await finish(attempt)
+    }
+
+    /// An attempt taken into a slot, ready to run.
+    private struct Admitted: Sendable {
+        let claimed: ClaimedJob
+        let handler: any JobHandler
+        let execution: Execution
+        let deadline: ContinuousClock.Instant
+        let logger: Logger
+    }
+
+    private func admit(_ claimed: ClaimedJob) -> Admitted? {
         let job = claimed.job
         state.update { $0.claimed += 1 }
         if let started = job.startedAt {
             metrics.claimed(kind: job.kind, waited: started.timeIntervalSince(job.nextAttemptAt))
         }
-        guard let handler = handlers[job.kind] else { return }
+        guard let handler = handlers[job.kind] else { return nil }
         let execution = Execution()
         let deadline = ContinuousClock.now + .milliseconds(Int64(max(0, claimed.remainingSeconds) * 1000))
         state.add(job.id, attempt: job.attempt, execution: execution, deadline: deadline)
@@ -20,26 +73,28 @@ extension Worker {
         jobLogger[metadataKey: "job.id"] = "\(job.id.lowercasedString)"
         jobLogger[metadataKey: "job.kind"] = "\(job.kind)"
         jobLogger[metadataKey: "job.attempt"] = "\(job.attempt)"
-        let context = JobContext(logger: jobLogger, pool: pool, workerID: configuration.id)
-        let log = jobLogger
-        let tracer = self.tracer
-        let submitter = JobTraceContext.context(claimed.traceContext, tracer: tracer)
-        // The bookkeeping task is unstructured on purpose: it must outlive a handler that
-        // ignores cancellation, and its writes must not be cut off by that cancellation.
-        Task {
-            // The run joins the trace of the request that submitted the job.
-            await tracer.withSpan("job.run", context: submitter, ofKind: .consumer) { span in
-                span.attributes["job.id"] = job.id.lowercasedString
-                span.attributes["job.kind"] = job.kind
-                span.attributes["job.attempt"] = job.attempt
-                let outcome = await self.runWithDeadline(handler, claimed, context: context, execution: execution, deadline: deadline)
-                span.attributes["job.outcome"] = outcome.name
-                if case .failure(let error) = outcome { span.recordError(error) }
-                await self.record(outcome, for: job, logger: log)
-            }
-            self.state.remove(job.id)
-            self.state.wake()
+        return Admitted(claimed: claimed, handler: handler, execution: execution, deadline: deadline, logger: jobLogger)
+    }
+
+    @discardableResult
+    private func finish(_ attempt: Admitted) async -> Outcome {
+        let job = attempt.claimed.job
+        let context = JobContext(logger: attempt.logger, pool: pool, workerID: configuration.id)
+        // The run joins the trace of the request that submitted the job.
+        let submitter = JobTraceContext.context(attempt.claimed.traceContext, tracer: tracer)
+        let outcome = await tracer.withSpan("job.run", context: submitter, ofKind: .consumer) { span in
+            span.attributes["job.id"] = job.id.lowercasedString
+            span.attributes["job.kind"] = job.kind
+            span.attributes["job.attempt"] = job.attempt
+            let outcome = await self.runWithDeadline(
+                attempt.handler, attempt.claimed, context: context, execution: attempt.execution, deadline: attempt.deadline)
+            span.attributes["job.outcome"] = outcome.name
+            if case .failure(let error) = outcome { span.recordError(error) }
+            await self.record(outcome, for: job, logger: attempt.logger)
+            return outcome
         }
+        state.remove(job.id)
+        return outcome
     }
 
     enum Outcome: Sendable {
@@ -197,7 +252,7 @@ extension Worker {
                     logger.warning("could not record the job's outcome; the sweep will rescue it", metadata: ["error": "\(error)"])
                     return .gaveUp
                 }
-                await reconnectDelay(attempt)
+                await configuration.reconnectDelay(attempt)
             }
         }
     }
@@ -210,10 +265,10 @@ extension Worker {
 /// One attempt's outcome slot: the first of handler result, deadline or interruption wins.
 final class Execution: @unchecked Sendable {
     private let lock = NSLock()
-    private var result: Worker.Outcome?
-    private var waiter: CheckedContinuation<Worker.Outcome, Never>?
+    private var result: Executor.Outcome?
+    private var waiter: CheckedContinuation<Executor.Outcome, Never>?
 
-    func finish(_ outcome: Worker.Outcome) {
+    func finish(_ outcome: Executor.Outcome) {
         lock.lock()
         guard result == nil else {
             lock.unlock()
@@ -226,7 +281,7 @@ final class Execution: @unchecked Sendable {
         waiter?.resume(returning: outcome)
     }
 
-    func outcome() async -> Worker.Outcome {
+    func outcome() async -> Executor.Outcome {
         await withCheckedContinuation { continuation in
             lock.lock()
             if let result {
