@@ -136,7 +136,9 @@ struct OperatorCommandTests {
             #expect(try await queue.job(lost).status == .running)
             #expect(try await schema.pool.int("SELECT count(*) FROM jobs WHERE id = \(old)") == 1)
 
-            let round = try await cli.run(["maintain", "--once", "--json", "--lease", "60", "--retention", "7d"])
+            // (A short lease: staleness counts from the server's start too, and a cluster started
+            // moments ago would make a 10-minute-old heartbeat look fresh under a long one.)
+            let round = try await cli.run(["maintain", "--once", "--json", "--lease", "2", "--retention", "7d"])
             #expect(round.status == 0, "\(round.stderr)")
             let report = try JSONValue.parse(round.stdout)
             #expect(report["led"] == true && report["rescued"] == 1 && report["pruned"]?["jobs"] == 1, "\(round.stdout)")

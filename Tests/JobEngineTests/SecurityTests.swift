@@ -36,7 +36,7 @@ struct SecurityTests {
             let matrix: [(String, [Bool])] = [
                 ("SELECT id, status, priority, error_message FROM jobs", [true, true, false]),
                 ("SELECT params FROM jobs", [true, true, false]),
-                ("INSERT INTO jobs (id, group_id, params) VALUES (gen_random_uuid(), gen_random_uuid(), '{}')", [true, false, false]),
+                ("INSERT INTO jobs (id, group_id, kind, params) VALUES (gen_random_uuid(), gen_random_uuid(), 'test.script', '{}')", [true, false, false]),
                 ("INSERT INTO batches (id, group_id, job_count) VALUES (gen_random_uuid(), gen_random_uuid(), 1)", [true, false, false]),
                 ("UPDATE jobs SET params = '{}' WHERE id = \(job)", [false, false, false]),
                 ("UPDATE jobs SET priority = 'high' WHERE id = \(job)", [false, false, false]),
@@ -77,7 +77,7 @@ struct SecurityTests {
             try await schema.pool.withConnection { conn in
                 try await conn.query("BEGIN")
                 try await conn.query("SET LOCAL ROLE imagejobs_client")
-                try await conn.query("INSERT INTO jobs (id, group_id, params) VALUES (gen_random_uuid(), gen_random_uuid(), '{}')")
+                try await conn.query("INSERT INTO jobs (id, group_id, kind, params) VALUES (gen_random_uuid(), gen_random_uuid(), 'test.script', '{}')")
                 _ = try await queue.submit(Factory.spec(), on: conn)
                 try await conn.query("COMMIT")
             }
