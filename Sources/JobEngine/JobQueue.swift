@@ -208,6 +208,46 @@ public final class JobQueue: Sendable {
     public func submitBatch(
         _ specs: [JobSpec], groupID: UUID, idempotencyKey: String? = nil
     ) async throws -> SubmittedBatch {
+        let insert = try validatedBatch(specs, groupID: groupID, idempotencyKey: idempotencyKey)
+        do {
+            try await pool.withConnection { try await self.write(insert, on: $0) }
+            return insert.submitted
+        } catch let error as PGError where error.sqlState == .uniqueViolation && error.constraint == "batches_idempotency_key" {
+            guard let key = idempotencyKey,
+                let row = try await pool.query(JobSQL.batchByIdempotencyKey(groupID: groupID, key: key)).first
+            else { throw JobQueueError.from(error) }
+            return SubmittedBatch(batchID: try row.decode("batch_id"), jobIDs: try row.decode("job_ids"), created: false)
+        } catch {
+            throw JobQueueError.from(error)
+        }
+    }
+
+    /// Submits a batch on the caller's connection, inside the caller's transaction if one is
+    /// open: the batch exists if and only if that transaction commits. A batch idempotency key
+    /// already used in the group fails the statement (`.duplicate`), and with it the caller's
+    /// transaction; check for the earlier batch before, or submit outside a transaction.
+    public func submitBatch(
+        _ specs: [JobSpec], groupID: UUID, idempotencyKey: String? = nil, on connection: PGConnection
+    ) async throws -> SubmittedBatch {
+        let insert = try validatedBatch(specs, groupID: groupID, idempotencyKey: idempotencyKey)
+        do {
+            try await write(insert, on: connection)
+            return insert.submitted
+        } catch {
+            throw JobQueueError.from(error)
+        }
+    }
+
+    /// A batch checked and ready to insert.
+    private struct BatchInsert: Sendable {
+        var submitted: SubmittedBatch
+        var groupID: UUID
+        var kind: String
+        var idempotencyKey: String?
+        var rows: [JobSQL.InsertRow]
+    }
+
+    private func validatedBatch(_ specs: [JobSpec], groupID: UUID, idempotencyKey: String?) throws -> BatchInsert {
         if specs.isEmpty {
             throw JobQueueError(.invalidInput, "a batch needs at least one job", field: "jobs")
         }
@@ -234,25 +274,18 @@ public final class JobQueue: Sendable {
         let batchID = UUIDv7.make()
         let ids = specs.map { _ in UUIDv7.make() }
         let rows = specs.indices.map { JobSQL.insertRow(specs[$0], id: ids[$0], ord: $0, params: params[$0]) }
-        do {
-            let channel = try await channel()
-            _ = try await enqueueSpan(kind: specs[0].kind, jobs: specs.count) { traceContext in
-                try await pool.query(
-                    JobSQL.insertBatch(
-                        batchID: batchID, groupID: groupID, idempotencyKey: idempotencyKey, rows: rows, traceContext: traceContext,
-                        channel: channel, notify: notify
-                    ))
-            }
-            return SubmittedBatch(batchID: batchID, jobIDs: ids, created: true)
-        } catch let error as PGError where error.sqlState == .uniqueViolation && error.constraint == "batches_idempotency_key" {
-            guard let key = idempotencyKey,
-                let row = try await pool.query(
-                    JobSQL.batchByIdempotencyKey(groupID: groupID, key: key)
-                ).first
-            else { throw JobQueueError.from(error) }
-            return SubmittedBatch(batchID: try row.decode("batch_id"), jobIDs: try row.decode("job_ids"), created: false)
-        } catch {
-            throw JobQueueError.from(error)
+        return BatchInsert(
+            submitted: SubmittedBatch(batchID: batchID, jobIDs: ids, created: true), groupID: groupID, kind: specs[0].kind,
+            idempotencyKey: idempotencyKey, rows: rows)
+    }
+
+    private func write(_ insert: BatchInsert, on connection: PGConnection) async throws {
+        let channel = try await channel(on: connection)
+        _ = try await enqueueSpan(kind: insert.kind, jobs: insert.rows.count) { traceContext in
+            try await connection.query(
+                JobSQL.insertBatch(
+                    batchID: insert.submitted.batchID, groupID: insert.groupID, idempotencyKey: insert.idempotencyKey,
+                    rows: insert.rows, traceContext: traceContext, channel: channel, notify: notify))
         }
     }
 

@@ -354,6 +354,32 @@ struct EngineTests {
             }
             #expect(try await schema.pool.int("SELECT count(*) FROM jobs") == 1)
             #expect(try await schema.pool.int("SELECT count(*) FROM messages") == 1)
+
+            // A batch too: rolled back with the caller's row, or committed with it.
+            let group = UUID()
+            let specs = (0..<3).map { _ in Factory.spec(conversation: group) }
+            _ = try? await schema.pool.withTransaction { conn in
+                try await conn.query("INSERT INTO messages VALUES (3)")
+                _ = try await queue.submitBatch(specs, groupID: group, on: conn)
+                throw Abort()
+            }
+            #expect(try await schema.pool.int("SELECT count(*) FROM batches") == 0)
+            let batch = try await schema.pool.withTransaction { conn in
+                try await conn.query("INSERT INTO messages VALUES (4)")
+                return try await queue.submitBatch(specs, groupID: group, idempotencyKey: "b", on: conn)
+            }
+            #expect(try await queue.batch(batch.batchID).total == 3)
+            #expect(try await schema.pool.int("SELECT count(*) FROM jobs WHERE batch_id IS NOT NULL") == 3)
+            #expect(try await schema.pool.int("SELECT count(*) FROM messages") == 2)
+            // Its key again, in a transaction: refused as a duplicate, and that transaction with it.
+            let again = await #expect(throws: PGTransactionError.self) {
+                try await schema.pool.withTransaction { conn in
+                    _ = try await queue.submitBatch(specs, groupID: group, idempotencyKey: "b", on: conn)
+                }
+            }
+            #expect((again?.underlying as? JobQueueError)?.code == .duplicate)
+            // Outside a transaction, the same key returns the first batch.
+            #expect(try await queue.submitBatch(specs, groupID: group, idempotencyKey: "b").batchID == batch.batchID)
         }
     }
 
