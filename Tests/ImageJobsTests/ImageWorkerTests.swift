@@ -7,16 +7,6 @@ import Testing
 
 @Suite("image jobs through a worker", .enabled(if: TestDatabase.isConfigured))
 struct ImageWorkerTests {
-    func config() -> WorkerConfiguration {
-        var c = WorkerConfiguration()
-        c.pollInterval = .milliseconds(100)
-        c.heartbeatInterval = .milliseconds(300)
-        c.lease = .seconds(3)
-        c.sweepInterval = .milliseconds(300)
-        c.backoff = RetryBackoff(base: .milliseconds(100))
-        return c
-    }
-
     func image(_ prompt: String, width: Int = 64, height: Int = 64) -> JobSpec {
         JobSpec(kind: ImageJob.kind, params: ImageJobParameters(prompt: prompt, width: width, height: height).jsonObject, groupID: UUID())
     }
@@ -29,7 +19,7 @@ struct ImageWorkerTests {
             defer { server.stop() }
             let id = try await queue.submit(image("a fox")).job.id
             let worker = Worker(pool: schema.makePool(), handlers: [ImageJobHandler(generator: Automatic1111Generator(baseURL: server.url))],
-                                configuration: config(), logger: TestLog.quiet)
+                                configuration: fastConfiguration(), logger: TestLog.quiet)
             let task = Task { try await worker.run() }
             let done = try await eventually { try await queue.job(id).status == .completed }
             task.cancel()
@@ -53,7 +43,7 @@ struct ImageWorkerTests {
             defer { rejecting.stop() }
             let a = try await queue.submit(image("x")).job.id
             let w1 = Worker(pool: schema.makePool(), handlers: [ImageJobHandler(generator: OpenAIGenerator(baseURL: rejecting.url, apiKey: "k"))],
-                            configuration: config(), logger: TestLog.quiet)
+                            configuration: fastConfiguration(), logger: TestLog.quiet)
             let t1 = Task { try await w1.run() }
             #expect(try await eventually { try await queue.job(a).status == .error })
             t1.cancel()
@@ -67,7 +57,7 @@ struct ImageWorkerTests {
             spec.timeout = .seconds(1)
             let b = try await queue.submit(spec).job.id
             let w2 = Worker(pool: schema.makePool(), handlers: [ImageJobHandler(generator: Automatic1111Generator(baseURL: slow.url))],
-                            configuration: config(), logger: TestLog.quiet)
+                            configuration: fastConfiguration(), logger: TestLog.quiet)
             let t2 = Task { try await w2.run() }
             #expect(try await eventually { try await queue.job(b).status == .error })
             t2.cancel()
@@ -134,7 +124,7 @@ struct ImageWorkerTests {
         var spec = image("concurrent")
         spec.timeout = .seconds(30)
         let ids = try await (0..<count).asyncMap { _ in try await queue.submit(spec).job.id }
-        var configuration = config()
+        var configuration = fastConfiguration()
         configuration.concurrency = count
         let worker = Worker(pool: schema.makePool(), handlers: [ImageJobHandler(generator: try generator.generator)],
                             configuration: configuration, logger: TestLog.quiet)

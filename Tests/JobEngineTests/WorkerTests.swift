@@ -26,19 +26,6 @@ struct ScriptedHandler: JobHandler {
     }
 }
 
-func fastConfiguration(concurrency: Int = 2) -> WorkerConfiguration {
-    var c = WorkerConfiguration()
-    c.concurrency = concurrency
-    c.pollInterval = .milliseconds(100)
-    c.heartbeatInterval = .milliseconds(300)
-    c.lease = .seconds(3)
-    c.sweepInterval = .milliseconds(300)
-    c.stuckGrace = .seconds(1)
-    c.shutdownGrace = .milliseconds(300)
-    c.backoff = RetryBackoff(base: .milliseconds(100))
-    return c
-}
-
 @Suite("worker", .enabled(if: TestDatabase.isConfigured))
 struct WorkerTests {
     @Test("a worker runs jobs to completion, retrying failures with backoff")

@@ -49,3 +49,18 @@ extension Sequence where Element: Sendable {
         return out
     }
 }
+
+/// A worker's settings for tests: every interval short, so tests see retries, rescues and
+/// shutdowns in well under a second.
+public func fastConfiguration(concurrency: Int = 2) -> WorkerConfiguration {
+    var c = WorkerConfiguration()
+    c.concurrency = concurrency
+    c.pollInterval = .milliseconds(100)
+    c.heartbeatInterval = .milliseconds(300)
+    c.lease = .seconds(3)
+    c.sweepInterval = .milliseconds(300)
+    c.stuckGrace = .seconds(1)
+    c.shutdownGrace = .milliseconds(300)
+    c.backoff = RetryBackoff(base: .milliseconds(100))
+    return c
+}
