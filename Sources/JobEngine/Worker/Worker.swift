@@ -4,15 +4,16 @@ import Postgres
 import ServiceLifecycle
 import Tracing
 
-/// Claims and runs jobs; a ServiceLifecycle `Service`.
+/// Claims and runs jobs; a ServiceLifecycle `Service` made of the worker's services.
 ///
-/// It claims only up to its free slots, in one statement; wakes on NOTIFY and polls as a
-/// fallback; heartbeats its running jobs and drops any it no longer owns; runs each job under
-/// its deadline (cancelling the handler and freeing the slot at the deadline even if the
-/// handler ignores cancellation); runs the fleet-wide sweep when it holds the sweep lock; and
-/// survives the database going away, reconnecting with capped, jittered backoff. On graceful
-/// shutdown it stops claiming, lets running jobs finish within the grace period, then cancels
-/// them and hands them back without charging a retry.
+/// Its ``Producer`` claims only up to its free slots, in one statement, waking on NOTIFY and
+/// polling as a fallback; its ``Executor`` runs each job under its deadline (cancelling the
+/// handler and freeing the slot at the deadline even if the handler ignores cancellation);
+/// heartbeats keep its running jobs and drop any it no longer owns (`Leases.swift`); it takes
+/// part in the fleet-wide ``Maintenance`` unless told not to; and it survives the database
+/// going away, reconnecting with capped, jittered backoff. On graceful shutdown it stops
+/// claiming, lets running jobs finish within the grace period, then cancels them and hands
+/// them back without charging a retry.
 public final class Worker: Service, Sendable {
     public let configuration: WorkerConfiguration
     let pool: PGPool
