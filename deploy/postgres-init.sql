@@ -9,3 +9,7 @@
 CREATE ROLE imagejobs_owner LOGIN CREATEROLE PASSWORD 'imagejobs-owner';
 ALTER DATABASE imagejobs OWNER TO imagejobs_owner;
 CREATE ROLE image_worker LOGIN PASSWORD 'image-worker';
+-- Role settings apply to the role a session logs in as, not to the roles it is a member of.
+ALTER ROLE image_worker SET statement_timeout = '30s';
+ALTER ROLE image_worker SET lock_timeout = '5s';
+ALTER ROLE image_worker SET idle_in_transaction_session_timeout = '60s';
