@@ -82,7 +82,7 @@ struct SecurityTests {
                 try await conn.query("COMMIT")
             }
             #expect(try await schema.pool.int("SELECT count(*) FROM job_count_deltas") == before + 2)
-            // Role-level timeouts survive poolers that drop startup parameters.
+            // The group roles carry the timeouts (a login role needs its own: docs/security.md).
             let settings = try await schema.pool.query(
                 "SELECT r.rolname, s.setconfig::text AS config FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole WHERE r.rolname LIKE 'imagejobs_%'")
             #expect(settings.count == 3)
