@@ -35,6 +35,8 @@ public final class JobQueue: Sendable {
     let tracer: any Tracer
     private let channelCache = ChannelCache()
 
+    /// - Parameter tracer: the process's tracer by default, as bootstrapped when the queue is
+    ///   made (bootstrap tracing first).
     public init(
         pool: PGPool, limits: JobLimits = JobLimits(), notify: Bool = true, logger: Logger,
         tracer: any Tracer = InstrumentationSystem.tracer

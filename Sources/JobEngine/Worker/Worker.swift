@@ -30,6 +30,8 @@ public final class Worker: Service, Sendable {
     /// Spans each claim (`job.claim`) and each run (`job.run`, a child of the submitter's span).
     let tracer: any Tracer
 
+    /// - Parameter tracer: the process's tracer by default, as bootstrapped when the worker is
+    ///   made (bootstrap tracing first).
     public init(
         pool: PGPool, handlers: [any JobHandler], configuration: WorkerConfiguration, logger: Logger,
         tracer: any Tracer = InstrumentationSystem.tracer
