@@ -77,7 +77,7 @@ public struct ImageJobHandler: JobHandler {
         let parameters: ImageJobParameters
         do {
             parameters = try ImageJobParameters(json: job.params)
-            try parameters.validate(limits)
+            try parameters.validate(limits: limits)
         } catch {
             throw JobFailure.permanent("invalid image parameters: \(error)")
         }

@@ -6,7 +6,7 @@ import JobEngine
 /// in the database), so a caller cannot submit image parameters that were not validated.
 public enum ImageJob {
     /// The kind image jobs are stored under.
-    public static let kind = "image.generate"
+    public static let kind = ImageJobParameters.kind
 
     /// The keys of one batch-file item (also `submit_job`'s for image jobs).
     public static let itemFields: [String] = [
@@ -21,7 +21,7 @@ public enum ImageJob {
         conversationID: UUID, parameters: ImageJobParameters, priority: JobPriority = .normal, timeout: Double = 300,
         maxRetries: Int = 3, idempotencyKey: String? = nil, index: Int? = nil
     ) throws -> JobSpec {
-        try parameters.validate(index: index)
+        try parameters.validate(limits: ImageLimits(), index: index)
         return JobSpec(
             kind: kind, params: parameters.jsonObject, groupID: conversationID, priority: priority,
             timeout: .milliseconds(Int64((timeout * 1000).rounded())), maxRetries: maxRetries, idempotencyKey: idempotencyKey)

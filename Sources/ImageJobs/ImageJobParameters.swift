@@ -23,8 +23,12 @@ public struct ImageLimits: Sendable, Equatable {
     public init() {}
 }
 
-/// What one image job asks for. Stored as the job's `params`.
-public struct ImageJobParameters: Sendable, Equatable, Codable {
+/// What one image job asks for: the image product's typed job arguments, stored as the job's
+/// `params`. Enqueued as typed arguments (`JobSpec(parameters, groupID:)`) or through
+/// ``ImageJob``, they are validated first.
+public struct ImageJobParameters: JobArguments, Equatable {
+    public static let kind = "image.generate"
+
     public var prompt: String
     public var negativePrompt: String?
     public var width: Int
@@ -49,8 +53,14 @@ public struct ImageJobParameters: Sendable, Equatable, Codable {
         case negativePrompt = "negative_prompt"
     }
 
-    /// Checks every field; the error names the field and what is allowed, never the prompt.
-    public func validate(_ limits: ImageLimits = ImageLimits(), index: Int? = nil) throws {
+    /// Checks every field against the default limits.
+    public func validate() throws {
+        try validate(limits: ImageLimits())
+    }
+
+    /// Checks every field; the error names the field (and the batch item, with `index`) and
+    /// what is allowed, never the prompt.
+    public func validate(limits: ImageLimits, index: Int? = nil) throws {
         func fail(_ field: String, _ message: String) -> JobQueueError {
             JobQueueError(.invalidInput, message, field: field, index: index)
         }
@@ -111,6 +121,14 @@ public struct ImageJobParameters: Sendable, Equatable, Codable {
         if let seed { o["seed"] = .number(Double(seed)) }
         if let model { o["model"] = .string(model) }
         return o
+    }
+
+    /// Decodes as ``init(json:)`` reads: sizes and steps default when absent.
+    public init(from decoder: any Decoder) throws {
+        guard case .object(let object) = try JSONValue(from: decoder) else {
+            throw JobQueueError(.invalidInput, "image parameters must be a JSON object", field: "params")
+        }
+        try self.init(json: object)
     }
 
     /// Reads parameters back from a job's JSON object.

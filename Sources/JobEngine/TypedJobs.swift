@@ -19,6 +19,15 @@ import Foundation
 public protocol JobArguments: Codable, Sendable {
     /// The kind jobs with these arguments are stored under and run by.
     static var kind: String { get }
+
+    /// Checks the arguments before they are enqueued (``JobSpec/init(_:groupID:priority:timeout:maxRetries:backoff:idempotencyKey:)``
+    /// calls it, so typed arguments that fail it are never enqueued). Throw a ``JobQueueError``
+    /// `.invalidInput` naming the field. Does nothing unless a type says otherwise.
+    func validate() throws
+}
+
+extension JobArguments {
+    public func validate() throws {}
 }
 
 /// How typed arguments become params and back: keys as the type's `CodingKeys` say, dates as
@@ -78,12 +87,15 @@ public enum JobArgumentsCoding {
 }
 
 extension JobSpec {
-    /// A spec for typed arguments: their kind, and their encoding as params.
-    /// - Throws: ``JobQueueError`` `.invalidInput` when they do not encode to a JSON object.
+    /// A spec for typed arguments, validated (``JobArguments/validate()``): their kind, and
+    /// their encoding as params.
+    /// - Throws: ``JobQueueError`` `.invalidInput` when they are invalid or do not encode to a
+    ///   JSON object.
     public init<A: JobArguments>(
         _ arguments: A, groupID: UUID, priority: JobPriority = .normal, timeout: Duration = .seconds(300), maxRetries: Int = 3,
         backoff: RetryBackoff? = nil, idempotencyKey: String? = nil
     ) throws {
+        try arguments.validate()
         self.init(
             kind: A.kind, params: try JobArgumentsCoding.params(arguments), groupID: groupID, priority: priority, timeout: timeout,
             maxRetries: maxRetries, backoff: backoff, idempotencyKey: idempotencyKey)

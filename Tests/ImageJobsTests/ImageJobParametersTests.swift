@@ -46,4 +46,15 @@ struct ImageJobParametersTests {
         let p = ImageJobParameters(prompt: "'; DROP TABLE jobs;-- \"x\" \\", negativePrompt: "blur", width: 768, height: 512, steps: 20, seed: 7, model: "sdxl-1.0")
         #expect(try ImageJobParameters(json: p.jsonObject) == p)
     }
+
+    @Test("as typed job arguments: enqueued only when valid, stored as the product's params, decoded back with defaults")
+    func typedArguments() throws {
+        let p = ImageJobParameters(prompt: "a fox", width: 768, seed: 3)
+        let spec = try JobSpec(p, groupID: UUID())
+        #expect(spec.kind == ImageJob.kind && spec.params == p.jsonObject)
+        #expect(try JobArgumentsCoding.arguments(ImageJobParameters.self, from: spec.params) == p)
+        #expect(try JobArgumentsCoding.arguments(ImageJobParameters.self, from: ["prompt": "only a prompt"]) == ImageJobParameters(prompt: "only a prompt"))
+        let refused = #expect(throws: JobQueueError.self) { try JobSpec(ImageJobParameters(prompt: "x", width: 100), groupID: UUID()) }
+        #expect(refused?.field == "width")
+    }
 }
