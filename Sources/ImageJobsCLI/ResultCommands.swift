@@ -40,12 +40,12 @@ extension ImageJobsCommand {
 
         func run() async throws {
             try await runCommand {
-                let groupID = try parseUUID(conversation, field: "conversation")
+                let conversationID = try parseUUID(conversation, field: "conversation")
                 let queue = try database.queue()
                 let deadline = Date().addingTimeInterval(timeout)
                 let interactive = isatty(1) != 0
                 while true {
-                    let jobs = try await queue.list(groupID: groupID, limit: 10_000)
+                    let jobs = try await queue.list(groupID: conversationID, limit: 10_000)
                     var counts: [JobStatus: Int] = [:]
                     for job in jobs { counts[job.status, default: 0] += 1 }
                     var waiting: [String] = []

@@ -168,14 +168,12 @@ public final class JobQueue: Sendable {
             let row = JobSQL.insertRow(spec, id: id, ord: 0, params: params)
             var rows = try await connection.query(
                 JobSQL.insertJob(
-                    row, groupID: spec.groupID, idempotencyKey: spec.idempotencyKey, traceContext: traceContext, channel: channel, notify: notify)
-                    )
+                    row, groupID: spec.groupID, idempotencyKey: spec.idempotencyKey, traceContext: traceContext, channel: channel, notify: notify))
             if rows.isEmpty, spec.idempotencyKey != nil {
                 // The conflicting job committed after this statement's snapshot was taken: ask again.
                 rows = try await connection.query(
                     JobSQL.insertJob(
-                        row, groupID: spec.groupID, idempotencyKey: spec.idempotencyKey, traceContext: traceContext, channel: channel, notify: false)
-                        )
+                        row, groupID: spec.groupID, idempotencyKey: spec.idempotencyKey, traceContext: traceContext, channel: channel, notify: false))
             }
             guard let first = rows.first else {
                 throw JobQueueError(.database, "the job was neither inserted nor found")

@@ -43,22 +43,9 @@ enum JobSQL: StatementCatalog {
             throw PGError(.decoding, message: "column \"errors\" is not a JSON array", column: "errors")
         }
         return items.map {
-            AttemptError(attempt: $0["attempt"]?.intValue ?? 0, at: ($0["at"]?.stringValue).flatMap(timestamp) ?? .distantPast,
+            AttemptError(attempt: $0["attempt"]?.intValue ?? 0, at: ($0["at"]?.stringValue).flatMap(PGTimestamp.parse) ?? .distantPast,
                          message: $0["message"]?.stringValue ?? "", worker: $0["worker"]?.stringValue)
         }
-    }
-
-    /// A `timestamptz` as `jsonb` writes it (`2026-12-02T04:15:47.123456+00:00`).
-    static func timestamp(_ text: String) -> Date? {
-        var whole = Substring(text)
-        var fraction = 0.0
-        if let dot = text.firstIndex(of: ".") {
-            let digits = text[text.index(after: dot)...].prefix { $0.isNumber }
-            fraction = Double("0." + digits) ?? 0
-            whole = text[..<dot] + text[text.index(after: dot)...].dropFirst(digits.count)
-        }
-        let formatter = ISO8601DateFormatter()
-        return formatter.date(from: String(whole)).map { $0.addingTimeInterval(fraction) }
     }
 
     /// One row of an insert, as the JSON object `jsonb_to_record(set)` reads.
