@@ -11,7 +11,7 @@ public enum ImageJob {
     /// The keys of one batch-file item (also `submit_job`'s for image jobs).
     public static let itemFields: [String] = [
         "conversation_id", "height", "idempotency_key", "kind", "max_retries", "model",
-        "negative_prompt", "priority", "prompt", "seed", "steps", "timeout", "width",
+        "negative_prompt", "priority", "prompt", "run_at", "seed", "steps", "timeout", "width",
     ]
 
     /// A validated spec: the image parameters are checked here; the queue checks the rest
@@ -19,12 +19,23 @@ public enum ImageJob {
     /// - Throws: ``JobQueueError`` `.invalidInput` naming the field (and `index`, in a batch).
     public static func spec(
         conversationID: UUID, parameters: ImageJobParameters, priority: JobPriority = .normal, timeout: Double = 300,
-        maxRetries: Int = 3, idempotencyKey: String? = nil, index: Int? = nil
+        maxRetries: Int = 3, idempotencyKey: String? = nil, runAt: Date? = nil, index: Int? = nil
     ) throws -> JobSpec {
         try parameters.validate(limits: ImageLimits(), index: index)
         return JobSpec(
             kind: kind, params: parameters.jsonObject, groupID: conversationID, priority: priority,
-            timeout: .milliseconds(Int64((timeout * 1000).rounded())), maxRetries: maxRetries, idempotencyKey: idempotencyKey)
+            timeout: .milliseconds(Int64((timeout * 1000).rounded())), maxRetries: maxRetries, idempotencyKey: idempotencyKey,
+            runAt: runAt)
+    }
+
+    /// A start time as batch files and `submit_job` write it: ISO 8601 with a zone.
+    public static func runAt(_ text: String, index: Int? = nil) throws -> Date {
+        let withFraction = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+        guard let date = (try? Date(text, strategy: .iso8601)) ?? (try? Date(text, strategy: withFraction)) else {
+            throw JobQueueError(
+                .invalidInput, "run_at must be an ISO 8601 time with a zone, like 2026-12-24T18:00:00Z", field: "run_at", index: index)
+        }
+        return date
     }
 
     /// Reads one item (a JSON object with ``itemFields``' keys) into a validated spec.
@@ -67,7 +78,7 @@ public enum ImageJob {
             conversationID: conversationID, parameters: parameters,
             priority: try priority(try string("priority") ?? "normal", index: index),
             timeout: try number("timeout") ?? 300, maxRetries: Int(try integer("max_retries") ?? 3),
-            idempotencyKey: try string("idempotency_key"), index: index)
+            idempotencyKey: try string("idempotency_key"), runAt: try string("run_at").map { try runAt($0, index: index) }, index: index)
     }
 
     /// Reads the items of a batch, in order: each item, then that it belongs to the first

@@ -147,7 +147,7 @@ struct Bench {
     }
 
     func reset(_ pool: PGPool) async throws {
-        try await pool.query("TRUNCATE jobs, batches, job_results, job_count_deltas, job_counts_second, job_counts_minute, workers")
+        try await pool.query("TRUNCATE jobs, batches, job_results, job_count_deltas, job_counts_second, job_counts_minute, job_counts_hour, job_rate_tokens, batch_events, workers")
     }
 
     func noopSpec(_ i: Int, conversation: UUID) -> JobSpec {
@@ -374,10 +374,11 @@ struct Bench {
         // Jobs created over the last `pending` milliseconds, a third of each priority.
         try await queue.pool.query(
             """
-            INSERT INTO jobs (id, group_id, kind, params, priority, created_at, next_attempt_at)
+            INSERT INTO jobs (id, group_id, kind, params, priority, created_at, next_attempt_at, tag)
             SELECT gen_random_uuid(), gen_random_uuid(), 'bench.noop', jsonb_build_object('i', g),
                    (ARRAY['high', 'normal', 'low'])[1 + g % 3]::job_priority,
-                   now() - (\(pending) - g) * interval '1 millisecond', now() - (\(pending) - g) * interval '1 millisecond'
+                   now() - (\(pending) - g) * interval '1 millisecond', now() - (\(pending) - g) * interval '1 millisecond',
+                   now() - (\(pending) - g) * interval '1 millisecond'
             FROM generate_series(1, \(pending)) g
             """)
         // Fold the counts of the jobs just inserted, as the sweep would.

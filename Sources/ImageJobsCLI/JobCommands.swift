@@ -22,6 +22,8 @@ extension ImageJobsCommand {
         @Option(help: "Retries after a failed attempt (0–25).") var maxRetries: Int = 3
         @Option(help: "A key that makes a retried submit return the first job.") var idempotencyKey: String?
         @Option(help: "A batch file, or - for standard input.") var batch: String?
+        @Option(help: "Start no sooner than this long from now: 30s, 5m, 2h or 1d.") var delay: String?
+        @Option(help: "Start no sooner than this time (ISO 8601 with a zone, e.g. 2026-12-24T18:00:00Z).") var runAt: String?
         @Flag(help: "Print JSON.") var json = false
 
         func validate() throws {
@@ -31,6 +33,18 @@ extension ImageJobsCommand {
             if batch == nil && (prompt == nil || conversation == nil) {
                 throw ValidationError("--conversation and --prompt are required (or give --batch FILE)")
             }
+            if delay != nil && runAt != nil { throw ValidationError("use either --delay or --run-at, not both") }
+            if batch != nil && (delay != nil || runAt != nil) {
+                throw ValidationError("a batch file gives each item's start time as \"run_at\"; --delay and --run-at are for one job")
+            }
+        }
+
+        /// The start time --delay or --run-at asks for.
+        func startTime() throws -> Date? {
+            if let runAt { return try ImageJob.runAt(runAt) }
+            guard let delay else { return nil }
+            guard let age = Age(argument: delay) else { throw CLIError.badInput(Age.invalid("--delay", delay)) }
+            return Date(timeIntervalSinceNow: Double(age.duration.milliseconds) / 1000)
         }
 
         func run() async throws {
@@ -48,7 +62,8 @@ extension ImageJobsCommand {
                     parameters: ImageJobParameters(
                         prompt: prompt ?? "", negativePrompt: negativePrompt, width: width, height: height, steps: steps, seed: seed,
                         model: model),
-                    priority: try ImageJob.priority(priority), timeout: timeout, maxRetries: maxRetries, idempotencyKey: idempotencyKey)
+                    priority: try ImageJob.priority(priority), timeout: timeout, maxRetries: maxRetries, idempotencyKey: idempotencyKey,
+                    runAt: try startTime())
                 let queue = try database.queue()
                 let (job, created) = try await queue.submit(spec)
                 if json { return try printJSON(job) }
@@ -101,12 +116,28 @@ extension ImageJobsCommand {
             try await runCommand {
                 let p = try await database.queue().position(try parseUUID(id, field: "id"))
                 if json { return try printJSON(p) }
+                let eta = p.etaSeconds.map { String(format: "%.0f s", $0) } ?? "unknown"
+                if let wait = p.waiting {
+                    let until = wait.until.map { " until \(ISO8601.format($0))" } ?? ""
+                    let place = p.position.map { "position \($0), " } ?? ""
+                    return print("waiting: \(Self.describe(wait.reason))\(until); \(place)eta \(eta)")
+                }
                 guard let position = p.position else {
                     print("job \(p.id.lowercasedString) is \(p.status.rawValue), not waiting in the queue")
                     return
                 }
-                let eta = p.etaSeconds.map { String(format: "%.0f s", $0) } ?? "unknown (no recent completions)"
-                print("position \(position) (\(p.aheadHigherPriority ?? 0) ahead with higher priority), eta \(eta)")
+                print("position \(position) (\(p.aheadHigherPriority ?? 0) ahead with higher priority), eta \(p.etaSeconds == nil ? "unknown (no recent completions)" : eta)")
+            }
+        }
+    
+        static func describe(_ reason: JobWait.Reason) -> String {
+            switch reason {
+            case .paused: "its kind is paused"
+            case .scheduled: "scheduled"
+            case .retryBackoff: "retry backoff"
+            case .groupCap: "its conversation runs as many jobs as its cap allows"
+            case .rateLimit: "its kind's rate limit"
+            case .admitting: "being admitted"
             }
         }
     }
@@ -143,13 +174,17 @@ extension ImageJobsCommand {
         static let configuration = CommandConfiguration(abstract: "Show a batch's progress (jobs per status).")
         @OptionGroup var database: DatabaseOptions
         @Argument(help: "The batch's id.") var id: String
+        @Flag(help: "Wait until the batch's last job finishes, then show it.") var wait = false
         @Flag(help: "Print JSON.") var json = false
 
         func run() async throws {
             try await runCommand {
-                let b = try await database.queue().batch(try parseUUID(id, field: "id"))
+                let queue = try database.queue()
+                let batchID = try parseUUID(id, field: "id")
+                let b = try await wait ? queue.waitForBatch(batchID) : queue.batch(batchID)
                 if json { return try printJSON(b) }
-                print("batch \(b.batchID.lowercasedString): \(b.total) jobs")
+                let finished = b.finishedAt.map { ", finished \(ISO8601.format($0))" } ?? ""
+                print("batch \(b.batchID.lowercasedString): \(b.total) jobs\(finished)")
                 print(table(["status", "jobs"], JobStatus.allCases.map { [$0.rawValue, "\(b.counts[$0, default: 0])"] }))
             }
         }

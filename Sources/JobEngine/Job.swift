@@ -136,11 +136,13 @@ public struct JobSpec: Sendable, Equatable {
     public var backoff: RetryBackoff?
     /// A retried submit with the same key (in the same group) returns the first job.
     public var idempotencyKey: String?
+    /// Not claimable before this time (at most 366 days ahead); `nil` or a time past runs now.
+    public var runAt: Date?
 
     public init(
         kind: String, params: [String: JSONValue], groupID: UUID,
         priority: JobPriority = .normal, timeout: Duration = .seconds(300), maxRetries: Int = 3,
-        backoff: RetryBackoff? = nil, idempotencyKey: String? = nil
+        backoff: RetryBackoff? = nil, idempotencyKey: String? = nil, runAt: Date? = nil
     ) {
         self.kind = kind
         self.params = params
@@ -150,6 +152,12 @@ public struct JobSpec: Sendable, Equatable {
         self.maxRetries = maxRetries
         self.backoff = backoff
         self.idempotencyKey = idempotencyKey
+        self.runAt = runAt
+    }
+
+    /// ``runAt`` in whole milliseconds since 1970, as the insert binds it.
+    var runAtMilliseconds: Int64? {
+        runAt.map { Int64(($0.timeIntervalSince1970 * 1000).rounded(.down)) }
     }
 }
 
@@ -256,18 +264,35 @@ public struct AttemptError: Sendable, Equatable, Codable {
 public struct QueuePosition: Sendable, Equatable, Codable {
     public var id: UUID
     public var status: JobStatus
-    /// Eligible pending jobs a claim takes before this one (0 = next); `nil` unless pending.
+    /// Claimable jobs a claim takes before this one (0 = next), in claim order; `nil` unless
+    /// pending and claimable (a job waiting at a gate has no place yet: see ``waiting``).
     public var position: Int?
     /// How many of those are of higher priority.
     public var aheadHigherPriority: Int?
-    /// Seconds until a worker starts it, from the completion rate of the last minute; `nil`
-    /// when nothing completed recently.
+    /// Seconds until a worker starts it: for a queued job, from the completion rate of the last
+    /// minute (`nil` when nothing completed recently); for a waiting one, until its gate opens
+    /// (`nil` when that cannot be told, as under a pause).
     public var etaSeconds: Double?
     /// Completions per second over the last minute.
     public var completionRate: Double
+    /// Why a pending job is not simply queued, or `nil` when it is.
+    public var waiting: JobWait?
+
+    public init(
+        id: UUID, status: JobStatus, position: Int?, aheadHigherPriority: Int?, etaSeconds: Double?,
+        completionRate: Double, waiting: JobWait? = nil
+    ) {
+        self.id = id
+        self.status = status
+        self.position = position
+        self.aheadHigherPriority = aheadHigherPriority
+        self.etaSeconds = etaSeconds
+        self.completionRate = completionRate
+        self.waiting = waiting
+    }
 
     enum CodingKeys: String, CodingKey {
-        case id, status, position
+        case id, status, position, waiting
         case aheadHigherPriority = "ahead_higher_priority", etaSeconds = "eta_seconds", completionRate = "completion_rate"
     }
 
@@ -279,6 +304,35 @@ public struct QueuePosition: Sendable, Equatable, Codable {
         try c.encodeIfPresent(aheadHigherPriority, forKey: .aheadHigherPriority)
         try c.encodeIfPresent(etaSeconds, forKey: .etaSeconds)
         try c.encode(completionRate, forKey: .completionRate)
+        try c.encodeIfPresent(waiting, forKey: .waiting)
+    }
+}
+
+/// Why a pending job waits, and until when.
+public struct JobWait: Sendable, Equatable, Codable {
+    public enum Reason: String, Sendable, Codable, CaseIterable {
+        /// Its kind (or the whole queue) is paused; it keeps its place.
+        case paused
+        /// Submitted to run at a later time.
+        case scheduled
+        /// A retry waiting out its backoff (or a backend's `Retry-After`).
+        case retryBackoff = "retry_backoff"
+        /// Its group already runs as many jobs of its kind as the cap allows.
+        case groupCap = "group_cap"
+        /// Its kind's rate limit has no token left in the current period.
+        case rateLimit = "rate_limit"
+        /// No gate holds it; the admitter's next round (within about 100 ms) makes it claimable.
+        case admitting
+    }
+
+    public var reason: Reason
+    /// When the gate opens: exact for a scheduled job or a retry, an estimate under a cap or
+    /// rate limit, `nil` under a pause.
+    public var until: Date?
+
+    public init(reason: Reason, until: Date?) {
+        self.reason = reason
+        self.until = until
     }
 }
 
@@ -290,6 +344,8 @@ public struct BatchProgress: Sendable, Equatable, Codable {
     /// Jobs per status, every status present.
     public var counts: [JobStatus: Int]
     public var createdAt: Date
+    /// When its last job finished, as the batch records it (within about 100 ms of that job).
+    public var finishedAt: Date?
 
     /// Whether every job of the batch is final.
     public var isFinished: Bool {
@@ -297,7 +353,7 @@ public struct BatchProgress: Sendable, Equatable, Codable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case batchID = "batch_id", groupID = "group_id", total, counts, createdAt = "created_at"
+        case batchID = "batch_id", groupID = "group_id", total, counts, createdAt = "created_at", finishedAt = "finished_at"
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -307,6 +363,7 @@ public struct BatchProgress: Sendable, Equatable, Codable {
         try c.encode(total, forKey: .total)
         try c.encode(counts, forKey: .counts)
         try c.encode(createdAt, forKey: .createdAt)
+        try c.encodeIfPresent(finishedAt, forKey: .finishedAt)
     }
 }
 

@@ -36,9 +36,23 @@ public struct JobFailure: Error, Sendable, CustomStringConvertible {
     public var message: String
     /// A permanent failure (input the backend rejects) goes straight to `error`; no retry.
     public var permanent: Bool
+    /// The backend is over its rate (an HTTP 429 with `Retry-After`, say): the job waits this
+    /// long and runs again without being charged a retry; under its kind's rate limit, the
+    /// admitter decides when.
+    public var retryAfter: Duration?
+
+    public init(message: String, permanent: Bool, retryAfter: Duration? = nil) {
+        self.message = message
+        self.permanent = permanent
+        self.retryAfter = retryAfter
+    }
 
     public static func retryable(_ message: String) -> JobFailure { JobFailure(message: message, permanent: false) }
     public static func permanent(_ message: String) -> JobFailure { JobFailure(message: message, permanent: true) }
+    /// The backend said "too many requests; come back after `after`".
+    public static func rateLimited(_ message: String, retryAfter after: Duration) -> JobFailure {
+        JobFailure(message: message, permanent: false, retryAfter: max(after, .zero))
+    }
 
     public var description: String { message }
 }

@@ -99,6 +99,9 @@ public final class JobQueue: Sendable {
             }
             if key.unicodeScalars.contains(where: { $0.value == 0 }) { throw fail("idempotency_key", "idempotency_key must not contain NUL") }
         }
+        if let runAt = spec.runAt, runAt.timeIntervalSinceNow > 366 * 86400 {
+            throw fail("run_at", "run_at must be at most 366 days ahead")
+        }
         if let b = spec.backoff {
             if b.base <= .zero || b.cap <= .zero { throw fail("backoff", "backoff base and cap must be positive") }
             if !(0...1).contains(b.jitter) { throw fail("backoff", "backoff jitter must be between 0 and 1") }
@@ -311,13 +314,20 @@ public final class JobQueue: Sendable {
             }
             let status: JobStatus = try row.decode("status")
             let rate: Double = try row.decode("per_second")
-            guard status == .pending else {
-                return QueuePosition(id: id, status: status, position: nil, aheadHigherPriority: nil, etaSeconds: nil, completionRate: rate)
+            let waiting: JobWait? = try row.decode("wait_reason", as: String?.self).flatMap(JobWait.Reason.init(rawValue:)).map {
+                JobWait(reason: $0, until: try row.decode("wait_until"))
             }
-            let position = max(0, try row.decode("position", as: Int.self))
+            guard status == .pending, let position = try row.decode("position", as: Int?.self) else {
+                let eta = waiting?.until.map { max(0, $0.timeIntervalSinceNow) }
+                return QueuePosition(id: id, status: status, position: nil, aheadHigherPriority: nil, etaSeconds: eta, completionRate: rate, waiting: waiting)
+            }
             let higher = max(0, try row.decode("ahead_higher", as: Int.self))
-            let eta = rate > 0 ? Double(position + 1) / rate : nil
-            return QueuePosition(id: id, status: status, position: position, aheadHigherPriority: higher, etaSeconds: eta, completionRate: rate)
+            var eta = rate > 0 ? Double(max(0, position) + 1) / rate : nil
+            if let until = waiting?.until { eta = max(eta ?? 0, until.timeIntervalSinceNow) }
+            if waiting?.reason == .paused { eta = nil }
+            return QueuePosition(
+                id: id, status: status, position: max(0, position), aheadHigherPriority: higher, etaSeconds: eta, completionRate: rate,
+                waiting: waiting)
         } catch {
             throw JobQueueError.from(error, jobID: id)
         }
@@ -355,7 +365,7 @@ public final class JobQueue: Sendable {
             }
             return BatchProgress(
                 batchID: id, groupID: try first.decode("group_id"), total: try first.decode("job_count"),
-                counts: counts, createdAt: try first.decode("created_at"))
+                counts: counts, createdAt: try first.decode("created_at"), finishedAt: try first.decode("finished_at"))
         } catch {
             throw JobQueueError.from(error)
         }

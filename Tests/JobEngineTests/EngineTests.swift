@@ -403,6 +403,14 @@ struct EngineTests {
             }
             try await schema.pool.query(handInsert)
             ids += try await queue.submitBatch((0..<3).map { _ in Factory.spec(conversation: conversation) }, groupID: conversation).jobIDs
+            // Hand-written inserts carry no tag (no place yet): the admitter gives them one.
+            let untagged = try await schema.pool.query("SELECT id FROM jobs WHERE tag IS NULL").map { try $0.decode("id", as: UUID.self) }
+            #expect(untagged.count == 3)
+            for id in untagged {
+                let p = try await queue.position(id)
+                #expect(p.position == nil && p.waiting?.reason == .admitting)
+            }
+            #expect(try await Maintenance(pool: schema.pool, logger: TestLog.quiet).admit()?.admitted == 3)
             let counted = try await schema.pool.int("SELECT coalesce(sum(n), 0)::int FROM job_count_deltas WHERE metric = 0")
             let pending = try await schema.pool.int("SELECT count(*)::int FROM jobs WHERE status = 'pending'")
             #expect(pending == 9)

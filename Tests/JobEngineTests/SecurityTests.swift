@@ -62,6 +62,14 @@ struct SecurityTests {
                 // Enqueue from SQL (migration 0012): clients only.
                 ("SELECT submit_job('{\"conversation_id\": \"\(UUID().lowercasedString)\", \"prompt\": \"x\"}')", [true, false, false]),
                 ("SELECT * FROM submit_jobs('[{\"conversation_id\": \"\(UUID().lowercasedString)\", \"prompt\": \"x\"}]')", [true, false, false]),
+                // Scheduling (migration 0016): the admitter is the workers'; limits and pauses are the owner's to change.
+                ("SELECT * FROM admit_jobs(10)", [false, true, false]),
+                ("SELECT * FROM job_wait(\(job))", [true, false, false]),
+                ("SELECT * FROM job_limits", [true, true, false]),
+                ("INSERT INTO job_limits (per_group) VALUES (1)", [false, false, false]),
+                ("INSERT INTO job_pauses (kind) VALUES ('x')", [false, false, false]),
+                ("UPDATE job_settings SET fair_share = false", [false, false, false]),
+                ("DELETE FROM job_rate_tokens", [false, false, false]),
             ]
             var mismatches: [String] = []
             for (sql, expected) in matrix {
@@ -77,7 +85,7 @@ struct SecurityTests {
             try await schema.pool.withConnection { conn in
                 try await conn.query("BEGIN")
                 try await conn.query("SET LOCAL ROLE imagejobs_client")
-                try await conn.query("INSERT INTO jobs (id, group_id, kind, params) VALUES (gen_random_uuid(), gen_random_uuid(), 'test.script', '{}')")
+                try await conn.query("INSERT INTO jobs (id, group_id, kind, params, tag) VALUES (gen_random_uuid(), gen_random_uuid(), 'test.script', '{}', now())")
                 _ = try await queue.submit(Factory.spec(), on: conn)
                 try await conn.query("COMMIT")
             }
@@ -97,7 +105,8 @@ struct SecurityTests {
             .filter { $0.pathExtension == "swift" && !$0.path.contains("/Generated/") }
         #expect(files.count > 10)
         let allowedSplices: Set<String> = [
-            "jobColumns", "recordColumns", "recordType", "backoffExpression(backoff)", "JobSQL.backoffExpression(backoff)",
+            "jobColumns", "recordColumns", "recordType", "insertColumns", "returningTag", "JobSQL.returningTag",
+            "backoffExpression(backoff)", "JobSQL.backoffExpression(backoff)",
         ]
         var violations: [String] = []
         for file in files {

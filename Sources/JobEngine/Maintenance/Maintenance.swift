@@ -24,11 +24,15 @@ public struct MaintenanceConfiguration: Sendable, Equatable {
     /// Most time one round spends pruning; a larger backlog continues at the next round.
     /// Defaults to 2 s.
     public var pruneBudget: Duration
+    /// How often the process leading admission runs a round: the most a delayed job, or one
+    /// under a cap or rate limit, waits past its gate opening. Defaults to 100 ms. A process
+    /// not leading tries to take over every second.
+    public var admitInterval: Duration
 
     public init(
         interval: Duration = .seconds(15), lease: Duration = .seconds(60), stuckGrace: Duration = .seconds(30),
         backoff: RetryBackoff = RetryBackoff(), rescueBatch: Int = 500, retention: Duration? = .seconds(7 * 24 * 3600),
-        pruneBatch: Int = 1000, pruneBudget: Duration = .seconds(2)
+        pruneBatch: Int = 1000, pruneBudget: Duration = .seconds(2), admitInterval: Duration = .milliseconds(100)
     ) {
         self.interval = interval
         self.lease = lease
@@ -38,6 +42,7 @@ public struct MaintenanceConfiguration: Sendable, Equatable {
         self.retention = retention
         self.pruneBatch = pruneBatch
         self.pruneBudget = pruneBudget
+        self.admitInterval = admitInterval
     }
 }
 
@@ -50,19 +55,36 @@ public struct MaintenanceRound: Sendable, Equatable, Codable {
     public var rescued: Int
     /// What retention deleted.
     public var pruned: PruneResult
+    /// What the admission round run with it did (`nil` when another process leads admission).
+    public var admission: AdmissionRound?
 
-    public init(led: Bool, rescued: Int = 0, pruned: PruneResult = PruneResult()) {
+    public init(led: Bool, rescued: Int = 0, pruned: PruneResult = PruneResult(), admission: AdmissionRound? = nil) {
         self.led = led
         self.rescued = rescued
         self.pruned = pruned
+        self.admission = admission
+    }
+}
+
+/// What one admission round did.
+public struct AdmissionRound: Sendable, Equatable, Codable {
+    /// Waiting jobs made claimable: due, under their caps and rate limits, not paused.
+    public var admitted: Int
+    /// Batches whose last job finished since the last round.
+    public var batchesFinished: Int
+
+    enum CodingKeys: String, CodingKey {
+        case admitted, batchesFinished = "batches_finished"
     }
 }
 
 /// The fleet-wide maintenance, a ServiceLifecycle `Service`. Every `interval` it tries to lead
 /// a round: the sweep (rescue, then fold the position counts) under a transaction-scoped
 /// advisory lock, so one process at a time leads and a crashed leader's lock ends with its
-/// connection; then, outside that lock, retention's prune. Every worker runs it unless told
-/// not to (`imagejobs worker --no-maintenance`); `imagejobs maintain` runs it alone.
+/// connection; then, outside that lock, retention's prune. Beside it, admission: every
+/// `admitInterval` the process holding the admitter's lock (taken the same way) makes waiting
+/// jobs claimable and records finished batches. Every worker runs both unless told not to
+/// (`imagejobs worker --no-maintenance`); `imagejobs maintain` runs them alone.
 public struct Maintenance: Service, Sendable {
     public let configuration: MaintenanceConfiguration
     let pool: PGPool
@@ -85,8 +107,16 @@ public struct Maintenance: Service, Sendable {
         try await cancelWhenGracefulShutdown { await self.loop() }
     }
 
-    /// Runs rounds until cancelled; a failed round is logged and tried again at the next.
+    /// Runs rounds and admission until cancelled; a failed round is logged and tried again at
+    /// the next.
     func loop() async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.sweepLoop() }
+            group.addTask { await self.admissionLoop() }
+        }
+    }
+
+    private func sweepLoop() async {
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.interval)
             if Task.isCancelled { return }
@@ -98,11 +128,44 @@ public struct Maintenance: Service, Sendable {
         }
     }
 
-    /// One round now: the sweep if no other process is running it, then the prune.
+    /// Admission rounds: every `admitInterval` while this process leads them, every second
+    /// while another does (so a successor takes over within a second of a leader's end).
+    private func admissionLoop() async {
+        var leading = false
+        var failures = 0
+        while !Task.isCancelled {
+            try? await Task.sleep(for: leading ? configuration.admitInterval : .seconds(1))
+            if Task.isCancelled { return }
+            do {
+                leading = try await admit() != nil
+                failures = 0
+            } catch {
+                leading = false
+                failures += 1
+                if failures == 1 || failures % 60 == 0 {
+                    logger.warning("admission failed; trying again", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    /// One admission round, if no other process is leading admission: returns what it did, or
+    /// `nil` when another process holds the admitter's lock.
+    @discardableResult
+    public func admit(limit: Int = 1000) async throws -> AdmissionRound? {
+        try await pool.withTransaction { conn in
+            guard try await conn.query(MaintenanceSQL.tryAdmitLock())[0].decode("ok", as: Bool.self) else { return nil }
+            let row = try await conn.query(MaintenanceSQL.admit(limit: limit))[0]
+            return AdmissionRound(admitted: try row.decode("admitted"), batchesFinished: try row.decode("batches_finished"))
+        }
+    }
+
+    /// One round now: the sweep if no other process is running it, then the prune, and an
+    /// admission round.
     @discardableResult
     public func runOnce() async throws -> MaintenanceRound {
-        guard let rescued = try await sweep() else { return MaintenanceRound(led: false) }
-        var round = MaintenanceRound(led: true, rescued: rescued)
+        guard let rescued = try await sweep() else { return MaintenanceRound(led: false, admission: try await admit()) }
+        var round = MaintenanceRound(led: true, rescued: rescued, admission: try await admit())
         if let retention = configuration.retention {
             // In transactions of their own: the sweep's lock is not held meanwhile, and each
             // page commits on its own.

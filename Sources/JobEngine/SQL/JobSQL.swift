@@ -83,6 +83,10 @@ enum JobSQL: StatementCatalog {
             w.raw(",\"idempotency_key\":")
             w.string(key)
         }
+        if let ms = spec.runAtMilliseconds {
+            w.raw(",\"run_at_ms\":")
+            w.int(ms)
+        }
         w.raw("}")
         return InsertRow(bytes: w.bytes)
     }
@@ -106,40 +110,50 @@ enum JobSQL: StatementCatalog {
         var pgBind: PGBind { .text(text) }
     }
 
-    /// The recordset columns shared by the single and batch inserts.
+    /// The recordset columns shared by the single and batch inserts (the tag is each's own).
     private static let recordColumns = """
         x.id, x.kind, x.params, x.priority::job_priority, x.max_retries,
         x.timeout_ms * interval '1 millisecond',
         x.backoff_base_ms * interval '1 millisecond', x.backoff_cap_ms * interval '1 millisecond',
-        x.backoff_jitter, x.idempotency_key
+        x.backoff_jitter, x.idempotency_key, greatest(now(), to_timestamp(x.run_at_ms / 1000.0))
         """
     private static let recordType = """
         x(ord int, id uuid, kind text, params jsonb, priority text, max_retries int, timeout_ms bigint,
-          backoff_base_ms bigint, backoff_cap_ms bigint, backoff_jitter float8, idempotency_key text)
+          backoff_base_ms bigint, backoff_cap_ms bigint, backoff_jitter float8, idempotency_key text, run_at_ms bigint)
+        """
+    /// The inserted columns matching ``recordColumns``, then the tag.
+    private static let insertColumns = """
+        id, kind, params, priority, max_retries, timeout, backoff_base, backoff_cap, backoff_jitter,
+        idempotency_key, next_attempt_at, tag
         """
 
     /// Inserts one job without an idempotency key: every value bound directly (no recordset to
     /// parse, no lookup branch). The statement writes the job's queue-position delta itself and
     /// marks itself counted, so the count trigger skips it (migration 0010); the wake-up rides
     /// on the returned row. Returns the new job's timestamps only (the caller knows the rest).
+    /// A job due now gets its place (its tag) from `job_insert_tag` (migration 0016); a delayed
+    /// one, or one under a cap or rate limit, waits untagged for the admitter.
     static func insertJobWithoutKey(
         _ spec: JobSpec, id: UUID, params: [UInt8], traceContext: String?, channel: String, notify: Bool
     ) -> PGQuery {
         statement("""
         WITH ins AS (
             INSERT INTO jobs (group_id, id, kind, params, priority, max_retries, timeout,
-                              backoff_base, backoff_cap, backoff_jitter, trace_context)
-            VALUES (\(spec.groupID)::uuid, \(id)::uuid, \(spec.kind)::text, \(JSONText(text: String(decoding: params, as: UTF8.self)))::jsonb,
-                    \(spec.priority.rawValue)::job_priority, \(spec.maxRetries)::int,
-                    \(spec.timeout.milliseconds)::bigint * interval '1 millisecond',
-                    \(spec.backoff?.base.milliseconds)::bigint * interval '1 millisecond',
-                    \(spec.backoff?.cap.milliseconds)::bigint * interval '1 millisecond',
-                    \(spec.backoff?.jitter)::float8, \(traceContext)::jsonb)
-            RETURNING priority, status, created_at, next_attempt_at,
+                              backoff_base, backoff_cap, backoff_jitter, trace_context, next_attempt_at, tag)
+            SELECT \(spec.groupID)::uuid, \(id)::uuid, \(spec.kind)::text, \(JSONText(text: String(decoding: params, as: UTF8.self)))::jsonb,
+                   p.priority, \(spec.maxRetries)::int,
+                   \(spec.timeout.milliseconds)::bigint * interval '1 millisecond',
+                   \(spec.backoff?.base.milliseconds)::bigint * interval '1 millisecond',
+                   \(spec.backoff?.cap.milliseconds)::bigint * interval '1 millisecond',
+                   \(spec.backoff?.jitter)::float8, \(traceContext)::jsonb, greatest(now(), p.run_at),
+                   CASE WHEN p.run_at > now() THEN NULL ELSE job_insert_tag(\(spec.groupID)::uuid, p.priority, \(spec.kind)::text) END
+            FROM (SELECT \(spec.priority.rawValue)::job_priority AS priority,
+                         to_timestamp(\(spec.runAtMilliseconds)::bigint / 1000.0) AS run_at) p
+            RETURNING priority, status, tag, created_at, next_attempt_at,
                       set_config('imagejobs.counted_insert', statement_timestamp()::text, true) AS counted
         ), delta AS (
             INSERT INTO job_count_deltas (metric, priority, second, n)
-            SELECT 0, priority, date_trunc('second', created_at), 1 FROM ins WHERE status = 'pending'
+            SELECT 0, priority, date_trunc('second', tag), 1 FROM ins WHERE status = 'pending' AND tag IS NOT NULL
         )
         SELECT created_at, next_attempt_at, CASE WHEN \(notify)::bool THEN pg_notify(\(channel)::text, 'job') END AS notified
         FROM ins
@@ -155,9 +169,11 @@ enum JobSQL: StatementCatalog {
     ) -> PGQuery {
         statement("""
         WITH ins AS (
-            INSERT INTO jobs (group_id, id, kind, params, priority, max_retries, timeout,
-                              backoff_base, backoff_cap, backoff_jitter, idempotency_key, trace_context)
-            SELECT \(groupID), \(unsafeSQL: recordColumns), \(traceContext)::jsonb
+            INSERT INTO jobs (group_id, \(unsafeSQL: insertColumns), trace_context)
+            SELECT \(groupID), \(unsafeSQL: recordColumns),
+                   CASE WHEN x.run_at_ms / 1000.0 > extract(epoch FROM now()) THEN NULL
+                        ELSE job_insert_tag(\(groupID)::uuid, x.priority::job_priority, x.kind) END,
+                   \(traceContext)::jsonb
             FROM jsonb_to_record(\(JSONText(text: String(decoding: row.bytes, as: UTF8.self)))::jsonb) AS \(unsafeSQL: recordType)
             ON CONFLICT (group_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING id, created_at, next_attempt_at
@@ -175,6 +191,7 @@ enum JobSQL: StatementCatalog {
 
     /// Inserts a batch row and all its jobs in one statement (so one round trip and one
     /// transaction): the jobs travel as one `jsonb` array, never as one parameter per value.
+    /// One tag lookup per priority and kind; the jobs due now follow it a step apart.
     static func insertBatch(
         batchID: UUID, groupID: UUID, idempotencyKey: String?, rows: [InsertRow], traceContext: String?, channel: String, notify: Bool
     ) -> PGQuery {
@@ -183,11 +200,20 @@ enum JobSQL: StatementCatalog {
             INSERT INTO batches (id, group_id, job_count, idempotency_key)
             VALUES (\(batchID), \(groupID), \(rows.count), \(idempotencyKey))
             RETURNING id
-        ), ins AS (
-            INSERT INTO jobs (group_id, batch_id, id, kind, params, priority, max_retries, timeout,
-                              backoff_base, backoff_cap, backoff_jitter, idempotency_key, trace_context)
-            SELECT \(groupID), (SELECT id FROM batch), \(unsafeSQL: recordColumns), \(traceContext)::jsonb
+        ), x AS (
+            SELECT x.*, coalesce(x.run_at_ms / 1000.0 > extract(epoch FROM now()), false) AS delayed
             FROM jsonb_to_recordset(\(JSONText(text: rowsArray(rows)))::jsonb) AS \(unsafeSQL: recordType)
+        ), starts AS (
+            SELECT s.priority, s.kind, job_insert_tag(\(groupID)::uuid, s.priority::job_priority, s.kind) AS first_tag,
+                   job_tag_step(\(groupID)::uuid, s.kind) AS step
+            FROM (SELECT DISTINCT priority, kind FROM x WHERE NOT delayed) s
+        ), ins AS (
+            INSERT INTO jobs (group_id, batch_id, \(unsafeSQL: insertColumns), trace_context)
+            SELECT \(groupID), (SELECT id FROM batch), \(unsafeSQL: recordColumns),
+                   CASE WHEN NOT x.delayed THEN
+                       s.first_tag + (row_number() OVER (PARTITION BY x.priority, x.kind, x.delayed ORDER BY x.ord) - 1) * s.step END,
+                   \(traceContext)::jsonb
+            FROM x LEFT JOIN starts s ON s.priority = x.priority AND s.kind = x.kind
             ORDER BY x.ord
             RETURNING id
         )
@@ -229,27 +255,33 @@ enum JobSQL: StatementCatalog {
     /// Counts per status of a batch's jobs.
     static func batchProgress(batchID: UUID) -> PGQuery {
         statement("""
-        SELECT b.id, b.group_id, b.job_count, b.created_at, j.status::text AS status, count(j.id) AS n
+        SELECT b.id, b.group_id, b.job_count, b.created_at, b.finished_at, j.status::text AS status, count(j.id) AS n
         FROM batches b LEFT JOIN jobs j ON j.batch_id = b.id
         WHERE b.id = \(batchID)
-        GROUP BY b.id, b.group_id, b.job_count, b.created_at, j.status
+        GROUP BY b.id, b.group_id, b.job_count, b.created_at, b.finished_at, j.status
         """)
     }
 
-    /// The queue position of one job: folded minute and second counts, the exact count in the
-    /// job's own second, minus retries ahead that still wait out their backoff. See migration
-    /// 0002 for how the counts are kept.
+    /// The queue position of one job: the claimable jobs ahead of it in claim order
+    /// (`priority, tag, seq`), from folded hour, minute and second counts of tags, the exact
+    /// count in the job's own second, minus retries ahead that still wait out their backoff
+    /// (migrations 0002 and 0016 keep the counts). A job waiting at a gate has no tag and so
+    /// no position; `job_wait` says why it waits and until when.
     static func position(id: UUID) -> PGQuery {
         statement("""
         WITH me AS (
-            SELECT id, status, priority, created_at, seq,
-                   date_trunc('second', created_at) AS sec, date_trunc('minute', created_at) AS min
+            SELECT id, status, priority, tag, seq, date_trunc('second', tag) AS sec,
+                   date_trunc('minute', tag) AS min, date_trunc('hour', tag) AS hr
             FROM jobs WHERE id = \(id)
-        ), minutes AS (
+        ), hours AS (
             SELECT coalesce(sum(c.n) FILTER (WHERE c.priority < me.priority), 0) AS higher,
                    coalesce(sum(c.n) FILTER (WHERE c.priority = me.priority), 0) AS same
+            FROM me JOIN job_counts_hour c
+              ON c.metric = 0 AND (c.priority < me.priority OR (c.priority = me.priority AND c.hour < me.hr))
+        ), minutes AS (
+            SELECT coalesce(sum(c.n), 0) AS same
             FROM me JOIN job_counts_minute c
-              ON c.metric = 0 AND (c.priority < me.priority OR (c.priority = me.priority AND c.minute < me.min))
+              ON c.metric = 0 AND c.priority = me.priority AND c.minute >= me.hr AND c.minute < me.min
         ), seconds AS (
             SELECT coalesce(sum(c.n), 0) AS same
             FROM me JOIN job_counts_second c
@@ -262,13 +294,13 @@ enum JobSQL: StatementCatalog {
         ), exact AS (
             SELECT count(*) AS same
             FROM me JOIN jobs j
-              ON j.status = 'pending' AND j.priority = me.priority AND j.created_at >= me.sec
-             AND (j.created_at, j.seq) < (me.created_at, me.seq)
+              ON j.status = 'pending' AND j.tag IS NOT NULL AND j.priority = me.priority AND j.tag >= me.sec
+             AND (j.tag, j.seq) < (me.tag, me.seq)
         ), waiting AS (
             SELECT count(*) FILTER (WHERE j.priority < me.priority) AS higher, count(*) AS total
             FROM me JOIN jobs j
-              ON j.status = 'pending' AND j.retry_count > 0 AND j.next_attempt_at > now()
-             AND (j.priority, j.created_at, j.seq) < (me.priority, me.created_at, me.seq)
+              ON j.status = 'pending' AND j.retry_count > 0 AND j.next_attempt_at > now() AND j.tag IS NOT NULL
+             AND (j.priority, j.tag, j.seq) < (me.priority, me.tag, me.seq)
         ), recent AS (
             SELECT second, n FROM job_counts_second WHERE metric = 1 AND second >= now() - interval '60 seconds'
             UNION ALL
@@ -280,26 +312,27 @@ enum JobSQL: StatementCatalog {
                    / greatest(1, extract(epoch FROM now() - coalesce(min(second), now())))::float8 AS per_second
             FROM recent
         )
-        SELECT me.id, me.status,
-               (minutes.higher + deltas.higher - waiting.higher)::bigint AS ahead_higher,
-               (minutes.higher + minutes.same + seconds.same + deltas.higher + deltas.same + exact.same - waiting.total)::bigint AS position,
+        SELECT me.id, me.status, w.reason AS wait_reason, w.until AS wait_until,
+               CASE WHEN me.tag IS NOT NULL THEN (hours.higher + deltas.higher - waiting.higher)::bigint END AS ahead_higher,
+               CASE WHEN me.tag IS NOT NULL THEN
+                   (hours.higher + hours.same + minutes.same + seconds.same + deltas.higher + deltas.same + exact.same - waiting.total)::bigint
+               END AS position,
                rate.per_second
-        FROM me, minutes, seconds, deltas, exact, waiting, rate
+        FROM me, hours, minutes, seconds, deltas, exact, waiting, rate, job_wait(me.id) AS w
         """)
     }
 
-    /// The exact position by brute force (tests and `--exact` checks compare against it).
+    /// The exact position by brute force, in claim order (tests and `--exact` checks compare
+    /// against it).
     static func positionBruteForce(id: UUID) -> PGQuery {
         statement("""
-        SELECT count(*) AS position, count(*) FILTER (WHERE j.priority < me.priority) AS ahead_higher
-        FROM jobs me JOIN jobs j
-          ON j.status = 'pending' AND j.next_attempt_at <= now()
-         AND (j.priority, j.created_at, j.seq) < (me.priority, me.created_at, me.seq)
+        SELECT count(j.id) AS position, count(j.id) FILTER (WHERE j.priority < me.priority) AS ahead_higher
+        FROM jobs me LEFT JOIN jobs j
+          ON j.status = 'pending' AND j.tag IS NOT NULL AND j.next_attempt_at <= now()
+         AND (j.priority, j.tag, j.seq) < (me.priority, me.tag, me.seq)
         WHERE me.id = \(id)
         """)
     }
-
-
 
     /// The most jobs one claim statement takes (a worker with more free slots claims again at
     /// once).
@@ -352,10 +385,15 @@ enum JobSQL: StatementCatalog {
             FROM lockable
             WHERE j.id = lockable.id
             RETURNING j.id
+        ), live AS (
+            -- The worker's kinds that are not paused (a pause takes effect at the next claim).
+            SELECT array(SELECT k FROM unnest(\(kinds)::text[]) AS k
+                         WHERE NOT EXISTS (SELECT 1 FROM job_pauses p WHERE p.kind = k OR p.kind = '*')) AS kinds
         ), picked AS MATERIALIZED (
             SELECT id FROM jobs
-            WHERE status = 'pending' AND next_attempt_at <= now() AND kind = ANY(\(kinds)::text[])
-            ORDER BY priority, created_at, seq
+            WHERE status = 'pending' AND tag IS NOT NULL AND next_attempt_at <= now()
+              AND kind = ANY((SELECT kinds FROM live)::text[]) AND cardinality((SELECT kinds FROM live)) > 0
+            ORDER BY priority, tag, seq
             LIMIT \(literal: claimLimit(limit))
             FOR UPDATE SKIP LOCKED
         ), claimed AS (
@@ -385,17 +423,27 @@ enum JobSQL: StatementCatalog {
         """)
     }
 
+    /// The tag of a job going back to pending from running: it keeps its place, unless its
+    /// kind has a rate limit, whose tokens only the admitter hands out (migration 0016).
+    static let returningTag = """
+        CASE WHEN EXISTS (SELECT 1 FROM job_limits l WHERE l.kind = j.kind AND l.group_id IS NULL AND l.rate_count IS NOT NULL)
+             THEN NULL ELSE j.tag END
+        """
+
     /// Records a failed attempt: back to pending with backoff while retries are left and the
-    /// failure is retryable, else `error`. A timeout is final and says so in the message.
+    /// failure is retryable, else `error`. A timeout is final and says so in the message. A
+    /// deferral (the backend said "too many requests") waits its time without charging a retry,
+    /// untagged, so the admitter decides when it runs again.
     static func fail(id: UUID, attempt: Int, _ failure: AttemptFailure, backoff: RetryBackoff) -> PGQuery {
-        let (message, permanent, timedOut) = switch failure {
-        case .failed(let message, let permanent): (message, permanent, false)
-        case .timedOut: ("", true, true)
+        let (message, permanent, timedOut, deferMs): (String, Bool, Bool, Int64?) = switch failure {
+        case .failed(let message, let permanent): (message, permanent, false, nil)
+        case .timedOut: ("", true, true, nil)
+        case .deferred(let message, let after): (message, false, false, after.milliseconds)
         }
         return statement("""
         WITH f AS (
             SELECT j.id,
-                   (\(permanent) OR \(timedOut) OR j.retry_count >= j.max_retries) AS final,
+                   (\(permanent) OR \(timedOut) OR (j.retry_count >= j.max_retries AND \(deferMs)::bigint IS NULL)) AS final,
                    CASE WHEN \(timedOut) THEN 'timed out after ' || round(extract(epoch FROM j.timeout))::bigint || ' s'
                         ELSE \(message) END AS msg
             FROM jobs j
@@ -403,12 +451,16 @@ enum JobSQL: StatementCatalog {
         )
         UPDATE jobs j
         SET status = CASE WHEN f.final THEN 'error'::job_status ELSE 'pending'::job_status END,
-            retry_count = CASE WHEN f.final THEN j.retry_count ELSE j.retry_count + 1 END,
-            next_attempt_at = CASE WHEN f.final THEN j.next_attempt_at ELSE now() + \(unsafeSQL: backoffExpression(backoff)) END,
+            retry_count = CASE WHEN f.final OR \(deferMs)::bigint IS NOT NULL THEN j.retry_count ELSE j.retry_count + 1 END,
+            next_attempt_at = CASE WHEN f.final THEN j.next_attempt_at
+                                   WHEN \(deferMs)::bigint IS NOT NULL THEN now() + \(deferMs)::bigint * interval '1 millisecond'
+                                   ELSE now() + \(unsafeSQL: backoffExpression(backoff)) END,
+            tag = CASE WHEN f.final THEN j.tag WHEN \(deferMs)::bigint IS NOT NULL THEN NULL ELSE \(unsafeSQL: returningTag) END,
             finished_at = CASE WHEN f.final THEN now() END,
             error_message = left(f.msg, 2000),
-            errors = j.errors || jsonb_build_object('attempt', j.attempt, 'at', now(), 'message', left(f.msg, 2000), 'worker', j.worker_id,
-                                                  'retried', NOT f.final, 'timed_out', \(timedOut)::boolean)
+            errors = j.errors || (jsonb_build_object('attempt', j.attempt, 'at', now(), 'message', left(f.msg, 2000), 'worker', j.worker_id,
+                                                   'retried', NOT f.final, 'timed_out', \(timedOut)::boolean)
+                                  || CASE WHEN \(deferMs)::bigint IS NOT NULL THEN jsonb_build_object('deferred', true) ELSE '{}' END)
         FROM f
         WHERE j.id = f.id AND j.attempt = \(attempt) AND j.status = 'running'
         RETURNING j.status, j.retry_count, j.next_attempt_at, j.error_message
@@ -427,9 +479,9 @@ enum JobSQL: StatementCatalog {
     /// Gives an attempt back without charging a retry (graceful shutdown).
     static func release(id: UUID, attempt: Int) -> PGQuery {
         statement("""
-        UPDATE jobs SET status = 'pending', next_attempt_at = now()
-        WHERE id = \(id) AND attempt = \(attempt) AND status = 'running'
-        RETURNING id
+        UPDATE jobs j SET status = 'pending', next_attempt_at = now(), tag = \(unsafeSQL: returningTag)
+        WHERE j.id = \(id) AND j.attempt = \(attempt) AND j.status = 'running'
+        RETURNING j.id
         """)
     }
 
@@ -505,12 +557,14 @@ enum JobSQL: StatementCatalog {
         """)
     }
 
-    /// Re-queues a job in `error`: pending now, with a fresh retry budget.
+    /// Re-queues a job in `error`: pending now, with a fresh retry budget, at the place a new
+    /// job of its group would take (or waiting for the admitter under a cap or rate limit).
     static func requeue(id: UUID, channel: String) -> PGQuery {
         statement("""
         WITH target AS (SELECT id, status FROM jobs WHERE id = \(id) FOR UPDATE),
         done AS (
-            UPDATE jobs j SET status = 'pending', retry_count = 0, next_attempt_at = now(), finished_at = NULL
+            UPDATE jobs j SET status = 'pending', retry_count = 0, next_attempt_at = now(), finished_at = NULL,
+                              tag = job_insert_tag(j.group_id, j.priority, j.kind)
             FROM target t WHERE j.id = t.id AND t.status = 'error'
             RETURNING j.id
         )

@@ -16,6 +16,21 @@ enum MaintenanceSQL: StatementCatalog {
                set_config('idle_in_transaction_session_timeout', '2000', true) AS idle_timeout
         """)
     }
+    /// Takes the fleet-wide admitter's lock for the rest of the transaction, if no other process
+    /// holds it (with the sweep's short idle limit, for the same reason).
+    static func tryAdmitLock() -> PGQuery {
+        statement("""
+        SELECT pg_try_advisory_xact_lock(hashtext('imagejobs.admit'), hashtext(current_schema())) AS ok,
+               set_config('idle_in_transaction_session_timeout', '2000', true) AS idle_timeout
+        """)
+    }
+
+    /// One admission round (migration 0016): makes waiting jobs whose gates are open claimable
+    /// and records finished batches.
+    static func admit(limit: Int) -> PGQuery {
+        statement("SELECT admitted, batches_finished FROM admit_jobs(\(limit))")
+    }
+
     /// Rescues running jobs whose worker stopped heartbeating (`lease`) or that ran far past
     /// their deadline (`grace`). Run under ``trySweepLock()``; staleness counts from the later of the heartbeat and the server's start, so a
     /// short database restart rescues nothing; each row is re-checked under its lock.
@@ -41,6 +56,7 @@ enum MaintenanceSQL: StatementCatalog {
         SET status = CASE WHEN d.final THEN 'error'::job_status ELSE 'pending'::job_status END,
             retry_count = CASE WHEN d.final THEN j.retry_count ELSE j.retry_count + 1 END,
             next_attempt_at = CASE WHEN d.final THEN j.next_attempt_at ELSE now() + \(unsafeSQL: JobSQL.backoffExpression(backoff)) END,
+            tag = CASE WHEN d.final THEN j.tag ELSE \(unsafeSQL: JobSQL.returningTag) END,
             finished_at = CASE WHEN d.final THEN now() END,
             error_message = d.msg,
             errors = j.errors || jsonb_build_object('attempt', j.attempt, 'at', now(), 'message', d.msg, 'worker', j.worker_id,
@@ -50,7 +66,7 @@ enum MaintenanceSQL: StatementCatalog {
         RETURNING j.id, j.status, d.overdue
         """)
     }
-    /// Folds the count deltas into the per-second and per-minute tables, in one statement.
+    /// Folds the count deltas into the per-second, per-minute and per-hour tables, in one statement.
     static func foldCounts() -> PGQuery {
         statement("""
         WITH moved AS (
@@ -65,6 +81,10 @@ enum MaintenanceSQL: StatementCatalog {
             INSERT INTO job_counts_minute AS c (metric, priority, minute, n)
             SELECT metric, priority, date_trunc('minute', second), sum(n) FROM per_second GROUP BY 1, 2, 3
             ON CONFLICT (metric, priority, minute) DO UPDATE SET n = c.n + excluded.n
+        ), hours AS (
+            INSERT INTO job_counts_hour AS c (metric, priority, hour, n)
+            SELECT metric, priority, date_trunc('hour', second), sum(n) FROM per_second GROUP BY 1, 2, 3
+            ON CONFLICT (metric, priority, hour) DO UPDATE SET n = c.n + excluded.n
         )
         SELECT count(*) AS folded FROM moved
         """)
@@ -75,9 +95,12 @@ enum MaintenanceSQL: StatementCatalog {
         WITH s AS (
             DELETE FROM job_counts_second
             WHERE (metric = 0 AND n = 0) OR (metric = 1 AND second < now() - interval '1 day')
+        ), m AS (
+            DELETE FROM job_counts_minute
+            WHERE (metric = 0 AND n = 0) OR (metric = 1 AND minute < now() - interval '30 days')
         )
-        DELETE FROM job_counts_minute
-        WHERE (metric = 0 AND n = 0) OR (metric = 1 AND minute < now() - interval '30 days')
+        DELETE FROM job_counts_hour
+        WHERE (metric = 0 AND n = 0) OR (metric = 1 AND hour < now() - interval '30 days')
         """)
     }
     /// One page of retention (see migration 0007): finished jobs older than `olderThan`, their

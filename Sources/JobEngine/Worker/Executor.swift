@@ -190,7 +190,11 @@ final class Executor: Sendable {
             let failure = error as? JobFailure
             let cancelled = error is CancellationError
             let message = Self.truncate(failure?.message ?? (cancelled ? "the handler was cancelled" : "\(error)"))
-            await fail(job, .failed(message: message, permanent: failure?.permanent ?? false), logger: logger)
+            if let failure, let after = failure.retryAfter {
+                await fail(job, .deferred(message: message, after: after), logger: logger)
+            } else {
+                await fail(job, .failed(message: message, permanent: failure?.permanent ?? false), logger: logger)
+            }
         case .timedOut:
             await fail(job, .timedOut, logger: logger)
         case .interrupted(.shutdown):
@@ -301,6 +305,8 @@ enum AttemptFailure: Sendable {
     case failed(message: String, permanent: Bool)
     /// The attempt ran past its deadline: `error` with the timeout message, not retried.
     case timedOut
+    /// The backend asked to be called later: the job waits `after`, no retry charged.
+    case deferred(message: String, after: Duration)
 }
 
 /// How a bookkeeping write ended.
