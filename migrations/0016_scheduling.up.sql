@@ -225,13 +225,16 @@ LANGUAGE sql STABLE AS $$
            OR (l.kind IS NULL AND l.group_id = g AND l.per_group IS NOT NULL))
 $$;
 
--- The tag of a new job that is due now, or NULL when it must wait for the admitter.
+-- The tag of a new job that is due now, or NULL when it must wait for the admitter. With fair
+-- share off it is the submit time, or the tail of the queue if fair tags queued earlier run
+-- past it, so a new job never lands ahead of older ones.
 CREATE FUNCTION job_insert_tag(g uuid, p job_priority, k text) RETURNS timestamptz
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
     IF job_gated(g, k) THEN RETURN NULL; END IF;
-    IF NOT (SELECT s.fair_share FROM job_settings s) THEN RETURN now(); END IF;
-    RETURN job_fair_tag(g, p, k);
+    IF (SELECT s.fair_share FROM job_settings s) THEN RETURN job_fair_tag(g, p, k); END IF;
+    RETURN greatest(now(), (SELECT j.tag FROM jobs j WHERE j.status = 'pending' AND j.tag IS NOT NULL AND j.priority = p
+                            ORDER BY j.priority DESC, j.tag DESC, j.seq DESC LIMIT 1));
 END
 $$;
 

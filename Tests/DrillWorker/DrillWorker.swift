@@ -26,7 +26,8 @@ struct DrillWorker: AsyncParsableCommand {
 }
 
 /// A handler for tests and fault drills, driven by the job's parameters:
-/// `sleep_ms` (cooperative), `fail_attempts` (fail the first N attempts), `permanent` (fail
+/// `sleep_ms` (cooperative), `rate_limited_attempts` (answer the first N attempts like an HTTP 429
+/// with `retry_after_ms`), `fail_attempts` (fail the first N attempts), `permanent` (fail
 /// for good), `crash_attempts` (exit the process on the first N attempts, `-1` on all),
 /// `hang_ms` (ignore cancellation), `db_sleep_ms` with `db_timeout_ms` and `db_attempts` (run a
 /// statement past its statement timeout on the first attempts). Appends start and end lines
@@ -68,6 +69,10 @@ struct DiagnosticHandler: JobHandler {
         if p["permanent"]?.boolValue == true {
             log("fail", job)
             throw JobFailure.permanent("permanent failure requested")
+        }
+        if job.attempt <= (p["rate_limited_attempts"]?.intValue ?? 0) {
+            log("deferred", job)
+            throw JobFailure.rateLimited("429 Too Many Requests", retryAfter: .milliseconds(p["retry_after_ms"]?.intValue ?? 500))
         }
         if job.attempt <= (p["fail_attempts"]?.intValue ?? 0) {
             log("fail", job)

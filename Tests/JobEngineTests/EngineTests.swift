@@ -518,7 +518,7 @@ struct EngineTests {
                 }
                 await queue.cancelIfOpen(ids[Int.random(in: 0..<ids.count, using: &rng)])
                 if round % 2 == 1 { _ = try await sweep.sweep() }  // some counts folded, some not
-                if round == 3 { try await schema.pool.query("UPDATE jobs SET created_at = created_at - interval '2 minutes' WHERE seq % 5 = 0") }
+                if round == 3 { try await schema.pool.query("UPDATE jobs SET tag = tag - interval '2 hours' WHERE seq % 5 = 0") }
             }
             // Retries either still wait (an hour to go) or are due again, so the two counts
             // below cannot disagree because a 1 s backoff ran out between them.
