@@ -29,7 +29,7 @@ struct DrillWorker: AsyncParsableCommand {
 /// `sleep_ms` (cooperative), `rate_limited_attempts` (answer the first N attempts like an HTTP 429
 /// with `retry_after_ms`), `fail_attempts` (fail the first N attempts), `permanent` (fail
 /// for good), `crash_attempts` (exit the process on the first N attempts, `-1` on all),
-/// `hang_ms` (ignore cancellation), `db_sleep_ms` with `db_timeout_ms` and `db_attempts` (run a
+/// `hang_ms` (ignore cancellation; on the first `hang_attempts` attempts, or all), `db_sleep_ms` with `db_timeout_ms` and `db_attempts` (run a
 /// statement past its statement timeout on the first attempts). Appends start and end lines
 /// to an execution log.
 struct DiagnosticHandler: JobHandler {
@@ -45,7 +45,7 @@ struct DiagnosticHandler: JobHandler {
             log("crash", job)
             exit(3)
         }
-        if let hang = p["hang_ms"]?.intValue {
+        if let hang = p["hang_ms"]?.intValue, job.attempt <= (p["hang_attempts"]?.intValue ?? Int.max) {
             // Ignores cancellation on purpose (waiting on a thread of its own, not the pool).
             await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
                 Thread {
