@@ -13,8 +13,8 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(help: "Seconds, not minutes: small N, short runs, position up to 100,000 jobs.") var quick = false
     @Flag(help: "Print one JSON object per result instead of the table.") var json = false
     @Option(help: "Jobs per enqueue and processing test (default 20,000; 2,000 with --quick).") var n: Int?
-    @Option(help: "Comma-separated tests: enqueue_single, enqueue_bulk, process, process_multi, pickup_latency, position, memory, idle_fleet.")
-    var tests: String = "enqueue_single,enqueue_bulk,process,process_multi,pickup_latency,position,memory,idle_fleet"
+    @Option(help: "Comma-separated tests: enqueue_single, enqueue_bulk, process, process_multi, pickup_latency, position, scheduling, memory, idle_fleet.")
+    var tests: String = "enqueue_single,enqueue_bulk,process,process_multi,pickup_latency,position,scheduling,memory,idle_fleet"
     @Flag(help: "Print RESULT lines in the peer benchmark's format, configured by BENCH_* variables.") var peerProtocol = false
 
     func run() async throws {
@@ -115,6 +115,7 @@ struct Bench {
         if tests.contains("position") {
             for size in options.quick ? [10_000, 100_000] : [10_000, 100_000, 1_000_000] { try await position(queue, pending: size) }
         }
+        if tests.contains("scheduling") { try await scheduling(queue) }
         if tests.contains("memory") { try await memory(queue) }
         if tests.contains("idle_fleet") { try await idleFleet(queue) }
         await main.close()
@@ -200,13 +201,16 @@ struct Bench {
         }
     }
 
-    /// Bulk-enqueues `count` no-op jobs (not timed), then ANALYZE and CHECKPOINT.
-    func preload(_ queue: JobQueue, count: Int) async throws {
+    /// Bulk-enqueues `count` no-op jobs (not timed) in batches spread over `conversations`,
+    /// then ANALYZE and CHECKPOINT.
+    func preload(_ queue: JobQueue, count: Int, conversations: Int = 1) async throws {
         try await reset(queue.pool)
-        let conversation = UUID()
+        let groups = (0..<max(1, conversations)).map { _ in UUID() }
+        let perBatch = max(1, min(10_000, count / groups.count))
         var i = 0
         while i < count {
-            let chunk = min(10_000, count - i)
+            let chunk = min(perBatch, count - i)
+            let conversation = groups[(i / perBatch) % groups.count]
             _ = try await queue.submitBatch((i..<(i + chunk)).map { noopSpec($0, conversation: conversation) }, groupID: conversation)
             i += chunk
         }
@@ -216,8 +220,8 @@ struct Bench {
 
     // MARK: Processing
 
-    mutating func process(_ queue: JobQueue, concurrency: Int) async throws {
-        try await preload(queue, count: n)
+    mutating func process(_ queue: JobQueue, concurrency: Int, conversations: Int = 1, variant: String = "default") async throws {
+        try await preload(queue, count: n, conversations: conversations)
         let recorder = Recorder(n: n)
         var config = WorkerConfiguration()
         config.concurrency = concurrency
@@ -246,7 +250,8 @@ struct Bench {
         let onceEach = recorder.exactlyOnce
         emit(BenchResult("process", [
             "status": .string(completedAt == nil ? "timeout" : "ok"), "verified": .bool(completedAt != nil && onceEach),
-            "n": .number(Double(n)), "concurrency": .number(Double(concurrency)), "variant": "default",
+            "n": .number(Double(n)), "concurrency": .number(Double(concurrency)), "variant": .string(variant),
+            "conversations": .number(Double(conversations)),
             "settings": .object(["poll_interval_ms": 200, "batched_completions": true]),
             "elapsed_s": .number(elapsed), "jobs_per_s": .number(Double(n) / elapsed),
             "handler_jobs_per_s": .number(Double(n) / max(handlerElapsed, 0.000001)),
@@ -369,6 +374,30 @@ struct Bench {
 
     // MARK: Position and lookup
 
+    /// Processing with fair share on and off across 1,000 active conversations, and positions
+    /// among fair tags across 10,000 conversations.
+    mutating func scheduling(_ queue: JobQueue) async throws {
+        for concurrency in [10, 50] {
+            for fair in [false, true] {
+                try await queue.setFairShare(fair)
+                try await process(queue, concurrency: concurrency, conversations: 1000, variant: fair ? "fair_share" : "strict")
+            }
+        }
+        try await queue.setFairShare(true)
+        let pending = options.quick ? 100_000 : 1_000_000
+        try await reset(queue.pool)
+        // 10,000 conversations' jobs tagged as the inserts tag them: each group's phase within
+        // a turn, one turn (10 s) apart.
+        try await queue.pool.query(
+            """
+            INSERT INTO jobs (id, group_id, kind, params, priority, tag)
+            SELECT gen_random_uuid(), g.id, 'bench.noop', '{}', (ARRAY['high', 'normal', 'low'])[1 + k % 3]::job_priority,
+                   now() + job_group_phase(g.id) * interval '10 seconds' + (k / 3) * interval '10 seconds'
+            FROM (SELECT gen_random_uuid() AS id FROM generate_series(1, 10000)) g, generate_series(0, \(pending / 10_000 - 1)) k
+            """)
+        try await samplePositions(queue, pending: pending, test: "position_fair", extra: ["conversations": 10_000])
+    }
+
     mutating func position(_ queue: JobQueue, pending: Int) async throws {
         try await reset(queue.pool)
         // Jobs created over the last `pending` milliseconds, a third of each priority.
@@ -381,7 +410,12 @@ struct Bench {
                    now() - (\(pending) - g) * interval '1 millisecond'
             FROM generate_series(1, \(pending)) g
             """)
-        // Fold the counts of the jobs just inserted, as the sweep would.
+        try await samplePositions(queue, pending: pending, test: "position")
+    }
+
+    /// Folds the counts (as the sweep would), then times 200 positions and lookups of random
+    /// pending jobs, checking five against the brute-force count.
+    mutating func samplePositions(_ queue: JobQueue, pending: Int, test: String, extra: [String: JSONValue] = [:]) async throws {
         _ = try await Maintenance(pool: queue.pool, logger: logger).sweep()
         try await queue.pool.query("VACUUM ANALYZE jobs")
         let ids = try await queue.pool.query("SELECT id FROM jobs TABLESAMPLE SYSTEM (5) LIMIT 200").map { try $0.decode("id", as: UUID.self) }
@@ -400,13 +434,13 @@ struct Bench {
         let countStart = Date()
         _ = try await queue.positionByCounting(ids.last!)
         let countMs = Date().timeIntervalSince(countStart) * 1000
-        emit(BenchResult("position", [
+        emit(BenchResult(test, extra.merging([
             "status": "ok", "verified": .bool(exact == min(5, ids.count)), "pending": .number(Double(pending)),
             "samples": .number(Double(ids.count)),
             "position_p50_ms": .number(percentile(positionMs, 50)), "position_p99_ms": .number(percentile(positionMs, 99)),
             "lookup_p50_ms": .number(percentile(lookupMs, 50)), "lookup_p99_ms": .number(percentile(lookupMs, 99)),
             "count_star_ms": .number(countMs),
-        ]))
+        ]) { a, _ in a }))
     }
 
     // MARK: Memory and idle load
@@ -481,7 +515,7 @@ struct Bench {
             case "enqueue_bulk":
                 rows.append(["enqueue, batches of \(f(x["batch_size"]))", "\(f(x["jobs_per_s"])) jobs/s", "n=\(f(x["n"])), batch p50 \(f(x["p50_ms"], 1)) ms"])
             case "process":
-                rows.append(["process, 1 process, c=\(f(x["concurrency"]))", "\(f(x["jobs_per_s"])) jobs/s",
+                rows.append(["process, 1 process, c=\(f(x["concurrency"]))\(x["variant"]?.stringValue == "default" ? "" : ", \(f(x["conversations"])) conversations, \(x["variant"]?.stringValue ?? "")")", "\(f(x["jobs_per_s"])) jobs/s",
                              "n=\(f(x["n"])), \(f(x["elapsed_s"], 2)) s, \(f(x["statements_per_job"], 2)) statements and \(f(x["transactions_per_job"], 2)) transactions per job, verified \(x["verified"]?.boolValue == true)"])
             case "process_multi":
                 rows.append(["process, \(f(x["processes"])) processes × c=\(f(x["concurrency"]))", "\(f(x["jobs_per_s"])) jobs/s",
@@ -489,8 +523,8 @@ struct Bench {
             case "pickup_latency":
                 rows.append(["pickup latency at \(f(x["rate_per_s"]))/s", "p50 \(f(x["p50_ms"], 1)) / p95 \(f(x["p95_ms"], 1)) / p99 \(f(x["p99_ms"], 1)) ms",
                              "n=\(f(x["n"])), max \(f(x["max_ms"], 1)) ms, achieved \(f(x["achieved_rate_per_s"], 1))/s"])
-            case "position":
-                rows.append(["position, \(f(x["pending"])) pending", "p50 \(f(x["position_p50_ms"], 2)) / p99 \(f(x["position_p99_ms"], 2)) ms",
+            case "position", "position_fair":
+                rows.append(["position, \(f(x["pending"])) pending\(x["conversations"].map { ", \(f($0)) conversations (fair tags)" } ?? "")", "p50 \(f(x["position_p50_ms"], 2)) / p99 \(f(x["position_p99_ms"], 2)) ms",
                              "lookup by id p50 \(f(x["lookup_p50_ms"], 2)) / p99 \(f(x["lookup_p99_ms"], 2)) ms; count(*) ahead: \(f(x["count_star_ms"], 1)) ms; \(f(x["samples"])) samples"])
             case "memory":
                 rows.append(["worker RSS, c=50", "peak \(f(x["peak_rss_mb"], 1)) MB",
