@@ -611,7 +611,7 @@ BEGIN
     IF EXISTS (SELECT 1 FROM job_pauses p WHERE p.kind = me.kind OR p.kind = '*') THEN
         reason := 'paused';
     ELSIF me.next_attempt_at > now() THEN
-        reason := CASE WHEN me.retry_count > 0 THEN 'retry_backoff' ELSE 'scheduled' END;
+        reason := CASE WHEN me.attempt > 0 THEN 'retry_backoff' ELSE 'scheduled' END;
         until := me.next_attempt_at;
     ELSIF me.tag IS NOT NULL THEN
         RETURN;

@@ -263,8 +263,8 @@ struct Bench {
         try await pool.scalar(as: Int.self, "SELECT xact_commit::bigint FROM pg_stat_database WHERE datname = current_database()")
     }
 
-    mutating func processMulti(_ queue: JobQueue, processes: Int) async throws {
-        try await preload(queue, count: n)
+    mutating func processMulti(_ queue: JobQueue, processes: Int, conversations: Int = 1, variant: String = "default") async throws {
+        try await preload(queue, count: n, conversations: conversations)
         var children: [Process] = []
         for _ in 0..<processes { children.append(try spawnWorker(concurrency: concHigh)) }
         let start = Date()
@@ -301,6 +301,7 @@ struct Bench {
         emit(BenchResult("process_multi", [
             "status": .string(done == n ? "ok" : "incomplete"), "verified": .bool(done == n && repeated == 0),
             "n": .number(Double(n)), "processes": .number(Double(processes)), "concurrency": .number(Double(concHigh)),
+            "variant": .string(variant), "conversations": .number(Double(conversations)),
             "elapsed_s": .number(elapsed), "jobs_per_s": .number(Double(n) / max(elapsed, 0.000001)),
             "lock_waits_max": .number(Double(maxWaiting)), "lock_samples": .number(Double(samples)),
             "lock_waits_by_type": .object(waitsByType.mapValues { .number(Double($0)) }),
@@ -384,6 +385,11 @@ struct Bench {
             }
         }
         try await queue.setFairShare(true)
+        // Four processes with a cap and a rate limit on: every job goes through the admitter;
+        // the lock sampling shows whether any claimer waits for another.
+        try await queue.setLimits(.kind("bench.noop"), perGroup: .set(20), rate: .set(JobRate(count: 100_000, period: .seconds(1))))
+        try await processMulti(queue, processes: 4, conversations: 1000, variant: "fair_share_cap_rate")
+        try await queue.setLimits(.kind("bench.noop"), perGroup: .remove, rate: .remove)
         let pending = options.quick ? 100_000 : 1_000_000
         try await reset(queue.pool)
         // 10,000 conversations' jobs tagged as the inserts tag them: each group's phase within
@@ -518,7 +524,7 @@ struct Bench {
                 rows.append(["process, 1 process, c=\(f(x["concurrency"]))\(x["variant"]?.stringValue == "default" ? "" : ", \(f(x["conversations"])) conversations, \(x["variant"]?.stringValue ?? "")")", "\(f(x["jobs_per_s"])) jobs/s",
                              "n=\(f(x["n"])), \(f(x["elapsed_s"], 2)) s, \(f(x["statements_per_job"], 2)) statements and \(f(x["transactions_per_job"], 2)) transactions per job, verified \(x["verified"]?.boolValue == true)"])
             case "process_multi":
-                rows.append(["process, \(f(x["processes"])) processes × c=\(f(x["concurrency"]))", "\(f(x["jobs_per_s"])) jobs/s",
+                rows.append(["process, \(f(x["processes"])) processes × c=\(f(x["concurrency"]))\(x["variant"]?.stringValue == "default" ? "" : ", \(f(x["conversations"])) conversations, \(x["variant"]?.stringValue ?? "")")", "\(f(x["jobs_per_s"])) jobs/s",
                              "n=\(f(x["n"])), lock waits seen: \(f(x["lock_waits_max"])) at most in \(f(x["lock_samples"])) samples\(Self.waitTypes(x["lock_waits_by_type"])), verified \(x["verified"]?.boolValue == true)"])
             case "pickup_latency":
                 rows.append(["pickup latency at \(f(x["rate_per_s"]))/s", "p50 \(f(x["p50_ms"], 1)) / p95 \(f(x["p95_ms"], 1)) / p99 \(f(x["p99_ms"], 1)) ms",

@@ -266,6 +266,10 @@ func setUp(_ name: String) async throws -> (PGPool, JobQueue, Fleet) {
     await admin.close()
     let pool = makePool(schema)
     try await Migrator(pool: pool, logger: quiet).up()
+    // Every drill runs with fair share (the default), a cap and a rate limit on, so admission
+    // goes through the same faults as claims.
+    try await JobQueue(pool: pool, logger: quiet).setLimits(
+        .kind("test.script"), perGroup: .set(drillCap), rate: .set(JobRate(count: drillRate, period: .seconds(1))))
     let logPath = "/tmp/imagejobs-chaos-\(name)-\(options.seed).log"
     unlink(logPath)
     return (pool, JobQueue(pool: pool, logger: quiet), Fleet(url: schemaURL(schema), log: logPath))
@@ -326,6 +330,29 @@ func waitAllFinal(_ pool: PGPool, count: Int, cap: Double) async -> Bool {
 }
 
 /// The invariants over the jobs table and the execution log.
+/// The drills' cap (running jobs of one conversation) and rate (starts per second).
+let drillCap = 4
+let drillRate = 1000
+
+/// The limits held, on the jobs' last attempts (database clock): no conversation had more than
+/// the cap running at once, and no second more than the rate's starts.
+func checkLimits(_ pool: PGPool, label: String) async throws {
+    let row = try await retrying {
+        try await pool.query(
+            """
+            SELECT coalesce(max((SELECT count(*) FROM jobs o
+                                 WHERE o.group_id = j.group_id AND o.started_at <= j.started_at AND o.finished_at > j.started_at)), 0)::int AS overlap,
+                   coalesce(max((SELECT count(*) FROM jobs o
+                                 WHERE o.started_at >= j.started_at AND o.started_at < j.started_at + interval '1 second')), 0)::int AS window
+            FROM jobs j WHERE j.started_at IS NOT NULL
+            """)[0]
+    }
+    let overlap: Int = try row.decode("overlap"), window: Int = try row.decode("window")
+    say("  \(label): at most \(overlap) of one conversation's jobs ran at once (cap \(drillCap)), \(window) started in the busiest second (rate \(drillRate)/s)")
+    check(overlap <= drillCap, "\(label): the cap of \(drillCap) per conversation held")
+    check(window <= drillRate, "\(label): the rate of \(drillRate)/s held")
+}
+
 func verify(_ pool: PGPool, ids: [UUID], logPath: String, faults: FaultLog, expectDuplicates: Bool, label: String) async throws -> (duplicates: Int, explained: Int) {
     let rows = try await retrying { try await pool.query("SELECT id, status::text AS status, attempt, retry_count, max_retries, errors::text AS errors FROM jobs") }
     var status: [UUID: (String, Int)] = [:]
@@ -356,6 +383,7 @@ func verify(_ pool: PGPool, ids: [UUID], logPath: String, faults: FaultLog, expe
         }
     }
     say("  \(label): \(ids.count) jobs, \(lost) lost, \(staleAccepted) stale writes accepted, \(duplicates) duplicate executions (\(explained) explained by a fault)")
+    try await checkLimits(pool, label: label)
     check(lost == 0, "\(label): 0 jobs lost (every job final)")
     check(staleAccepted == 0, "\(label): 0 writes accepted from a stale attempt")
     if expectDuplicates {
