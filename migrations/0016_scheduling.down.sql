@@ -5,8 +5,7 @@
 DROP FUNCTION job_wait(uuid);
 DROP FUNCTION admit_jobs(integer);
 DROP FUNCTION job_insert_tag(uuid, job_priority, text);
-DROP FUNCTION job_fair_tag(uuid, job_priority, text);
-DROP FUNCTION job_gated(uuid, text);
+DROP FUNCTION job_fair_tag(uuid, job_priority, interval, interval);
 DROP FUNCTION job_group_cap(uuid, text);
 DROP FUNCTION job_tag_step(uuid, text);
 DROP FUNCTION job_group_phase(uuid);

@@ -196,11 +196,11 @@ LANGUAGE sql STABLE AS $$
     FROM job_settings s
 $$;
 
--- The fair tag of a group's next job in a priority (see the header).
-CREATE FUNCTION job_fair_tag(g uuid, p job_priority, k text) RETURNS timestamptz
+-- The fair tag of a group's next job in a priority (see the header), given the turn and the
+-- group's step (the turn over its weights).
+CREATE FUNCTION job_fair_tag(g uuid, p job_priority, turn interval, step interval) RETURNS timestamptz
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    turn constant interval := (SELECT s.turn FROM job_settings s);
     head timestamptz;
     last timestamptz;
 BEGIN
@@ -210,29 +210,37 @@ BEGIN
     SELECT j.tag INTO last FROM jobs j
     WHERE j.status = 'pending' AND j.tag IS NOT NULL AND j.group_id = g AND j.priority = p
     ORDER BY j.group_id DESC, j.priority DESC, j.tag DESC LIMIT 1;
-    RETURN greatest(coalesce(head, now()) + turn * job_group_phase(g), last + job_tag_step(g, k));
+    RETURN greatest(coalesce(head, now()) + turn * job_group_phase(g), last + step);
 END
 $$;
 
--- Whether a cap or a rate limit applies to a group's jobs of a kind: such jobs wait for the
--- admitter.
-CREATE FUNCTION job_gated(g uuid, k text) RETURNS boolean
-LANGUAGE sql STABLE AS $$
-    SELECT EXISTS (
-        SELECT 1 FROM job_limits l
-        WHERE (l.kind IS NULL AND l.group_id IS NULL AND l.per_group IS NOT NULL)
-           OR (l.kind = k AND l.group_id IS NULL AND (l.per_group IS NOT NULL OR l.rate_count IS NOT NULL))
-           OR (l.kind IS NULL AND l.group_id = g AND l.per_group IS NOT NULL))
-$$;
-
--- The tag of a new job that is due now, or NULL when it must wait for the admitter. With fair
--- share off it is the submit time, or the tail of the queue if fair tags queued earlier run
--- past it, so a new job never lands ahead of older ones.
+-- The tag of a new job that is due now, or NULL when it must wait for the admitter (a cap or
+-- a rate limit applies to its group and kind). With fair share off it is the submit time, or
+-- the tail of the queue if fair tags queued earlier run past it, so a new job never lands
+-- ahead of older ones. One read of the settings and, when any limit is set, of the three
+-- limit scopes that can apply (each an index probe); then the tag's two probes.
 CREATE FUNCTION job_insert_tag(g uuid, p job_priority, k text) RETURNS timestamptz
 LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    fair boolean;
+    turn interval;
+    gated boolean;
+    weight double precision;
 BEGIN
-    IF job_gated(g, k) THEN RETURN NULL; END IF;
-    IF (SELECT s.fair_share FROM job_settings s) THEN RETURN job_fair_tag(g, p, k); END IF;
+    SELECT s.fair_share, s.turn INTO fair, turn FROM job_settings s;
+    IF EXISTS (SELECT 1 FROM job_limits) THEN
+        SELECT coalesce(bool_or(l.per_group IS NOT NULL OR l.rate_count IS NOT NULL), false), coalesce(exp(sum(ln(l.weight))), 1)
+        INTO gated, weight
+        FROM (SELECT * FROM job_limits WHERE kind IS NULL AND group_id IS NULL
+              UNION ALL
+              SELECT * FROM job_limits WHERE kind = k AND group_id IS NULL
+              UNION ALL
+              SELECT * FROM job_limits WHERE kind IS NULL AND group_id = g) l;
+        IF gated THEN RETURN NULL; END IF;
+    ELSE
+        weight := 1;
+    END IF;
+    IF fair THEN RETURN job_fair_tag(g, p, turn, turn / weight); END IF;
     RETURN greatest(now(), (SELECT j.tag FROM jobs j WHERE j.status = 'pending' AND j.tag IS NOT NULL AND j.priority = p
                             ORDER BY j.priority DESC, j.tag DESC, j.seq DESC LIMIT 1));
 END
@@ -256,6 +264,7 @@ CREATE FUNCTION admit_jobs(max_jobs integer DEFAULT 1000, OUT admitted integer, 
 LANGUAGE plpgsql AS $$
 DECLARE
     fair constant boolean := (SELECT s.fair_share FROM job_settings s);
+    turn constant interval := (SELECT s.turn FROM job_settings s);
 BEGIN
     -- Tokens of admitted jobs that will not start (cancelled, deleted) go back; spent ones
     -- leave once older than their kind's period (or when the kind has no rate any more).
@@ -308,9 +317,8 @@ BEGIN
         LIMIT max_jobs
     ), bases AS (
         SELECT c.group_id, c.priority, c.kind,
-               CASE WHEN fair THEN job_fair_tag(c.group_id, c.priority, c.kind) END AS first_tag,
-               job_tag_step(c.group_id, c.kind) AS step
-        FROM (SELECT DISTINCT group_id, priority, kind FROM chosen) c
+               CASE WHEN fair THEN job_fair_tag(c.group_id, c.priority, turn, c.step) END AS first_tag, c.step
+        FROM (SELECT DISTINCT group_id, priority, kind, job_tag_step(group_id, kind) AS step FROM chosen) c
     ), tagged AS (
         SELECT c.id,
                CASE WHEN fair THEN b.first_tag + (row_number() OVER (PARTITION BY c.group_id, c.priority, c.kind ORDER BY c.seq) - 1) * b.step
@@ -661,8 +669,8 @@ DECLARE
 BEGIN
     FOREACH f IN ARRAY ARRAY['jobs_count_inserted()', 'jobs_count_updated()', 'jobs_count_deleted()',
         'job_item_time(text, integer)', 'job_item(jsonb, integer)', 'submit_job(jsonb)', 'submit_jobs(jsonb, text)',
-        'job_group_phase(uuid)', 'job_tag_step(uuid, text)', 'job_fair_tag(uuid, job_priority, text)',
-        'job_gated(uuid, text)', 'job_insert_tag(uuid, job_priority, text)', 'job_group_cap(uuid, text)',
+        'job_group_phase(uuid)', 'job_tag_step(uuid, text)', 'job_fair_tag(uuid, job_priority, interval, interval)',
+        'job_insert_tag(uuid, job_priority, text)', 'job_group_cap(uuid, text)',
         'admit_jobs(integer)', 'job_wait(uuid)'] LOOP
         EXECUTE format('ALTER FUNCTION %s SET search_path = %I, pg_temp', f, current_schema());
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
@@ -671,8 +679,8 @@ END
 $$;
 
 GRANT EXECUTE ON FUNCTION job_item_time(text, integer) TO imagejobs_client;
-GRANT EXECUTE ON FUNCTION job_group_phase(uuid), job_tag_step(uuid, text), job_fair_tag(uuid, job_priority, text),
-    job_gated(uuid, text), job_insert_tag(uuid, job_priority, text), job_group_cap(uuid, text)
+GRANT EXECUTE ON FUNCTION job_group_phase(uuid), job_tag_step(uuid, text), job_fair_tag(uuid, job_priority, interval, interval),
+    job_insert_tag(uuid, job_priority, text), job_group_cap(uuid, text)
     TO imagejobs_client, imagejobs_worker;
 GRANT EXECUTE ON FUNCTION admit_jobs(integer) TO imagejobs_worker;
 GRANT EXECUTE ON FUNCTION job_wait(uuid) TO imagejobs_client;

@@ -47,11 +47,36 @@ struct HTTPClient: Sendable {
         switch http.statusCode {
         case 200..<300:
             return data
-        case 429, 500..<600:
+        case 429:
+            let message = "\(backend): HTTP 429\(Self.reason(data))"
+            if let after = Self.retryAfter(http.value(forHTTPHeaderField: "Retry-After")) {
+                throw ImageGenerationError.rateLimited(message, retryAfter: after)
+            }
+            throw ImageGenerationError.retryable(message)
+        case 500..<600:
             throw ImageGenerationError.retryable("\(backend): HTTP \(http.statusCode)\(Self.reason(data))")
         default:
             throw ImageGenerationError.permanent("\(backend): HTTP \(http.statusCode)\(Self.reason(data))")
         }
+    }
+
+    /// A `Retry-After` value: delay seconds or an HTTP date, at most an hour ahead; `nil` when
+    /// absent or unreadable (the answer is then an ordinary retryable failure).
+    static func retryAfter(_ value: String?) -> Duration? {
+        guard let value = value?.trimmingCharacters(in: .whitespaces), !value.isEmpty else { return nil }
+        var seconds: Double
+        if let n = Double(value), n.isFinite {
+            seconds = n
+        } else {
+            let formatter = DateFormatter()
+            formatter.locale = Locale(identifier: "en_US_POSIX")
+            formatter.timeZone = TimeZone(identifier: "GMT")
+            formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
+            guard let date = formatter.date(from: value) else { return nil }
+            seconds = date.timeIntervalSinceNow
+        }
+        seconds = min(max(seconds, 0), 3600)
+        return .milliseconds(Int64(seconds * 1000))
     }
 
     static func describe(_ error: any Error) -> String {

@@ -35,10 +35,13 @@ public enum ImageGenerationError: Error, Sendable, Equatable, CustomStringConver
     case retryable(String)
     /// Will not succeed (a rejected prompt, HTTP 4xx, exit code 65, an unusable response).
     case permanent(String)
+    /// The backend is over its rate and said when to come back (HTTP 429 with `Retry-After`):
+    /// the job waits that long without being charged a retry.
+    case rateLimited(String, retryAfter: Duration)
 
     public var description: String {
         switch self {
-        case .retryable(let m), .permanent(let m): return m
+        case .retryable(let m), .permanent(let m), .rateLimited(let m, _): return m
         }
     }
 
@@ -46,6 +49,7 @@ public enum ImageGenerationError: Error, Sendable, Equatable, CustomStringConver
         switch self {
         case .retryable(let m): return .retryable(m)
         case .permanent(let m): return .permanent(m)
+        case .rateLimited(let m, let after): return .rateLimited(m, retryAfter: after)
         }
     }
 }

@@ -78,14 +78,15 @@ struct GeneratorTests {
         #expect(ContinuousClock.now - start < .seconds(4))
     }
 
-    @Test("openai: success, 5xx and 429 retryable, 400 permanent, malformed body, slow server; the key sent as a bearer token and never in errors")
+    @Test("openai: success, 5xx and 429 retryable (429 with Retry-After deferred), 400 permanent, malformed body, slow server; the key sent as a bearer token and never in errors")
     func openAI() async throws {
         let png = try samplePNG()
         let key = "sk-canary-\(UUID().uuidString.prefix(8))"
         let ok = TestHTTPServer.Response.json(200, #"{"data":[{"b64_json":"\#(Data(png).base64EncodedString())"}]}"#)
         let server = try TestHTTPServer([.json(503, #"{"error":{"message":"overloaded"}}"#), ok,
                                          .json(400, #"{"error":{"message":"Your request was rejected by the safety system"}}"#),
-                                         .json(429, #"{"error":{"message":"Rate limit reached"}}"#), ok])
+                                         .json(429, #"{"error":{"message":"Rate limit reached"}}"#),
+                                         .json(429, #"{"error":{"message":"Rate limit reached"}}"#, headers: ["Retry-After: 7"]), ok])
         defer { server.stop() }
         let g = OpenAIGenerator(baseURL: server.url, apiKey: key)
         let p = ImageJobParameters(prompt: "a fox", width: 64, height: 48, model: "dall-e-3")
@@ -101,6 +102,9 @@ struct GeneratorTests {
         #expect(e3 == .permanent("openai: HTTP 400: Your request was rejected by the safety system"))
         let e4 = await #expect(throws: ImageGenerationError.self) { try await g.generate(request(p)) }
         #expect(e4 == .retryable("openai: HTTP 429: Rate limit reached"))
+        // With Retry-After the job waits that long, no retry charged.
+        let e429 = await #expect(throws: ImageGenerationError.self) { try await g.generate(request(p)) }
+        #expect(e429 == .rateLimited("openai: HTTP 429: Rate limit reached", retryAfter: .seconds(7)))
         #expect(try await g.generate(request(p)).png == png)
         for e in [e1, e3, e4] { #expect(!(e?.description.contains(key) ?? true)) }
 

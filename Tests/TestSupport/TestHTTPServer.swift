@@ -13,13 +13,16 @@ public final class TestHTTPServer: @unchecked Sendable {
         public var body: [UInt8]
         /// Wait this long before answering (a slow server).
         public var delay: Double
-        public init(status: Int, body: [UInt8], delay: Double = 0) {
+        /// Header lines beyond the content type and length (`Retry-After: 2`).
+        public var headers: [String]
+        public init(status: Int, body: [UInt8], delay: Double = 0, headers: [String] = []) {
             self.status = status
             self.body = body
             self.delay = delay
+            self.headers = headers
         }
-        public static func json(_ status: Int, _ text: String, delay: Double = 0) -> Response {
-            Response(status: status, body: Array(text.utf8), delay: delay)
+        public static func json(_ status: Int, _ text: String, delay: Double = 0, headers: [String] = []) -> Response {
+            Response(status: status, body: Array(text.utf8), delay: delay, headers: headers)
         }
     }
 
@@ -111,7 +114,8 @@ public final class TestHTTPServer: @unchecked Sendable {
         lock.unlock()
         if response.delay > 0 { usleep(useconds_t(response.delay * 1_000_000)) }
         let reason = response.status == 200 ? "OK" : "Status"
-        let header = "HTTP/1.1 \(response.status) \(reason)\r\nContent-Type: application/json\r\nContent-Length: \(response.body.count)\r\nConnection: close\r\n\r\n"
+        let extra = response.headers.map { $0 + "\r\n" }.joined()
+        let header = "HTTP/1.1 \(response.status) \(reason)\r\nContent-Type: application/json\r\nContent-Length: \(response.body.count)\r\n\(extra)Connection: close\r\n\r\n"
         let out = Array(header.utf8) + response.body
         _ = out.withUnsafeBufferPointer { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
     }
