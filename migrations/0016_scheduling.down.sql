@@ -4,10 +4,8 @@
 
 DROP FUNCTION job_wait(uuid);
 DROP FUNCTION admit_jobs(integer);
-DROP FUNCTION job_insert_tag(uuid, job_priority, text);
-DROP FUNCTION job_fair_tag(uuid, job_priority, interval, interval);
+DROP FUNCTION job_tags(uuid, job_priority, text);
 DROP FUNCTION job_group_cap(uuid, text);
-DROP FUNCTION job_tag_step(uuid, text);
 DROP FUNCTION job_group_phase(uuid);
 
 CREATE OR REPLACE FUNCTION job_item(job jsonb, item integer) RETURNS jsonb

@@ -185,65 +185,38 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT (hashtext(g::text)::bigint + 2147483648) / 4294967296.0
 $$;
 
--- The virtual time one job of this group and kind takes: the turn over their weights; zero
--- with fair share off (a batch's jobs then share one tag, in submission order).
-CREATE FUNCTION job_tag_step(g uuid, k text) RETURNS interval
-LANGUAGE sql STABLE AS $$
-    SELECT CASE WHEN s.fair_share THEN s.turn
-        / coalesce((SELECT l.weight FROM job_limits l WHERE l.kind IS NULL AND l.group_id = g), 1)
-        / coalesce((SELECT l.weight FROM job_limits l WHERE l.kind = k AND l.group_id IS NULL), 1)
-        ELSE interval '0' END
-    FROM job_settings s
-$$;
-
--- The fair tag of a group's next job in a priority (see the header), given the turn and the
--- group's step (the turn over its weights).
-CREATE FUNCTION job_fair_tag(g uuid, p job_priority, turn interval, step interval) RETURNS timestamptz
-LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    head timestamptz;
-    last timestamptz;
-BEGIN
-    SELECT j.tag INTO head FROM jobs j
-    WHERE j.status = 'pending' AND j.tag IS NOT NULL AND j.priority = p AND j.next_attempt_at <= now()
-    ORDER BY j.priority, j.tag, j.seq LIMIT 1;
-    SELECT j.tag INTO last FROM jobs j
-    WHERE j.status = 'pending' AND j.tag IS NOT NULL AND j.group_id = g AND j.priority = p
-    ORDER BY j.group_id DESC, j.priority DESC, j.tag DESC LIMIT 1;
-    RETURN greatest(coalesce(head, now()) + turn * job_group_phase(g), last + step);
-END
-$$;
-
--- The tag of a new job that is due now, or NULL when it must wait for the admitter (a cap or
--- a rate limit applies to its group and kind). With fair share off it is the submit time, or
--- the tail of the queue if fair tags queued earlier run past it, so a new job never lands
--- ahead of older ones. One read of the settings and, when any limit is set, of the three
--- limit scopes that can apply (each an index probe); then the tag's two probes.
-CREATE FUNCTION job_insert_tag(g uuid, p job_priority, k text) RETURNS timestamptz
-LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    fair boolean;
-    turn interval;
-    gated boolean;
-    weight double precision;
-BEGIN
-    SELECT s.fair_share, s.turn INTO fair, turn FROM job_settings s;
-    IF EXISTS (SELECT 1 FROM job_limits) THEN
-        SELECT coalesce(bool_or(l.per_group IS NOT NULL OR l.rate_count IS NOT NULL), false), coalesce(exp(sum(ln(l.weight))), 1)
-        INTO gated, weight
-        FROM (SELECT * FROM job_limits WHERE kind IS NULL AND group_id IS NULL
-              UNION ALL
-              SELECT * FROM job_limits WHERE kind = k AND group_id IS NULL
-              UNION ALL
-              SELECT * FROM job_limits WHERE kind IS NULL AND group_id = g) l;
-        IF gated THEN RETURN NULL; END IF;
-    ELSE
-        weight := 1;
-    END IF;
-    IF fair THEN RETURN job_fair_tag(g, p, turn, turn / weight); END IF;
-    RETURN greatest(now(), (SELECT j.tag FROM jobs j WHERE j.status = 'pending' AND j.tag IS NOT NULL AND j.priority = p
-                            ORDER BY j.priority DESC, j.tag DESC, j.seq DESC LIMIT 1));
-END
+-- The place a group's next job of a kind takes in a priority if it became claimable now:
+-- `tag`, the fair tag (see the header) or, with fair share off, the submit time (or the tail of
+-- the queue if fair tags queued earlier run past it, so a new job never lands ahead of older
+-- ones); `step`, what each further job of the group adds (the turn over the group's and the
+-- kind's weights; zero with fair share off: a batch's jobs share one tag, in submission order);
+-- `gated`, whether a cap or rate limit applies, so such jobs wait for the admitter instead.
+-- Written as one SELECT returning a row so that PostgreSQL inlines it into the calling
+-- statement and plans it with it (a PL/pgSQL function costs a submit tens of microseconds
+-- per transaction); call it in FROM.
+CREATE FUNCTION job_tags(g uuid, p job_priority, k text)
+RETURNS TABLE (tag timestamptz, step interval, gated boolean)
+LANGUAGE sql STABLE ROWS 1 AS $$
+    SELECT CASE WHEN s.fair_share THEN greatest(
+                    coalesce((SELECT j.tag FROM jobs j
+                              WHERE j.status = 'pending' AND j.tag IS NOT NULL AND j.priority = p AND j.next_attempt_at <= now()
+                              ORDER BY j.priority, j.tag, j.seq LIMIT 1), now()) + s.turn * job_group_phase(g),
+                    (SELECT j.tag FROM jobs j
+                     WHERE j.status = 'pending' AND j.tag IS NOT NULL AND j.group_id = g AND j.priority = p
+                     ORDER BY j.group_id DESC, j.priority DESC, j.tag DESC LIMIT 1) + s.turn / l.weight)
+                ELSE greatest(now(), (SELECT j.tag FROM jobs j
+                                      WHERE j.status = 'pending' AND j.tag IS NOT NULL AND j.priority = p
+                                      ORDER BY j.priority DESC, j.tag DESC, j.seq DESC LIMIT 1)) END,
+           CASE WHEN s.fair_share THEN s.turn / l.weight ELSE interval '0' END,
+           l.gated
+    FROM job_settings s,
+         (SELECT coalesce(bool_or(x.per_group IS NOT NULL OR x.rate_count IS NOT NULL), false) AS gated,
+                 coalesce(exp(sum(ln(x.weight))), 1) AS weight
+          FROM (SELECT per_group, rate_count, weight FROM job_limits WHERE kind IS NULL AND group_id IS NULL
+                UNION ALL
+                SELECT per_group, rate_count, weight FROM job_limits WHERE kind = k AND group_id IS NULL
+                UNION ALL
+                SELECT per_group, rate_count, weight FROM job_limits WHERE kind IS NULL AND group_id = g) x) l
 $$;
 
 -- The effective cap of a group's running jobs of a kind: the group's, else the kind's, else
@@ -264,7 +237,6 @@ CREATE FUNCTION admit_jobs(max_jobs integer DEFAULT 1000, OUT admitted integer, 
 LANGUAGE plpgsql AS $$
 DECLARE
     fair constant boolean := (SELECT s.fair_share FROM job_settings s);
-    turn constant interval := (SELECT s.turn FROM job_settings s);
 BEGIN
     -- Tokens of admitted jobs that will not start (cancelled, deleted) go back; spent ones
     -- leave once older than their kind's period (or when the kind has no rate any more).
@@ -316,9 +288,8 @@ BEGIN
         ORDER BY u.priority, u.turn_in_group, u.seq
         LIMIT max_jobs
     ), bases AS (
-        SELECT c.group_id, c.priority, c.kind,
-               CASE WHEN fair THEN job_fair_tag(c.group_id, c.priority, turn, c.step) END AS first_tag, c.step
-        FROM (SELECT DISTINCT group_id, priority, kind, job_tag_step(group_id, kind) AS step FROM chosen) c
+        SELECT c.group_id, c.priority, c.kind, t.tag AS first_tag, t.step
+        FROM (SELECT DISTINCT group_id, priority, kind FROM chosen) c, job_tags(c.group_id, c.priority, c.kind) t
     ), tagged AS (
         SELECT c.id,
                CASE WHEN fair THEN b.first_tag + (row_number() OVER (PARTITION BY c.group_id, c.priority, c.kind ORDER BY c.seq) - 1) * b.step
@@ -509,8 +480,8 @@ BEGIN
     VALUES ((x ->> 'group')::uuid, new_id, x ->> 'kind', x -> 'params', (x ->> 'priority')::job_priority,
             (x ->> 'max_retries')::int, (x ->> 'timeout_ms')::bigint * interval '1 millisecond', x ->> 'idempotency_key',
             greatest(now(), run_at),
-            CASE WHEN run_at > now() THEN NULL
-                 ELSE job_insert_tag((x ->> 'group')::uuid, (x ->> 'priority')::job_priority, x ->> 'kind') END)
+            (SELECT CASE WHEN run_at > now() OR t.gated THEN NULL ELSE t.tag END
+             FROM job_tags((x ->> 'group')::uuid, (x ->> 'priority')::job_priority, x ->> 'kind') t))
     ON CONFLICT (group_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING;
     IF NOT FOUND THEN
         SELECT j.id INTO existing FROM jobs j
@@ -581,8 +552,8 @@ BEGIN
                                            timeout_ms bigint, idempotency_key text, run_at timestamptz)
     ), starts AS (
         -- One tag lookup per priority and kind; the jobs due now follow it a step apart.
-        SELECT s.priority, s.kind, job_insert_tag(first_group, s.priority, s.kind) AS first_tag, job_tag_step(first_group, s.kind) AS step
-        FROM (SELECT DISTINCT priority, kind FROM r WHERE NOT coalesce(delayed, false)) s
+        SELECT s.priority, s.kind, CASE WHEN NOT t.gated THEN t.tag END AS first_tag, t.step
+        FROM (SELECT DISTINCT priority, kind FROM r WHERE NOT coalesce(delayed, false)) s, job_tags(first_group, s.priority, s.kind) t
     )
     INSERT INTO jobs (group_id, batch_id, id, kind, params, priority, max_retries, timeout, idempotency_key, next_attempt_at, tag)
     SELECT first_group, new_batch, r.id, r.kind, r.params, r.priority, r.max_retries,
@@ -658,7 +629,10 @@ END
 $$;
 
 -- Replaced functions lose their settings: the count triggers run as their owner again, and
--- every function runs in this schema whatever the caller's search_path.
+-- every entry point (the triggers, the SQL submit path, the admitter, job_wait) runs in this
+-- schema whatever the caller's search_path. The tag helpers are called on every submit from
+-- those entry points or from the library's statements, which already run in this schema:
+-- they keep the caller's path, since a SET clause keeps a SQL function from being inlined.
 ALTER FUNCTION jobs_count_inserted() SECURITY DEFINER;
 ALTER FUNCTION jobs_count_updated() SECURITY DEFINER;
 ALTER FUNCTION jobs_count_deleted() SECURITY DEFINER;
@@ -669,18 +643,18 @@ DECLARE
 BEGIN
     FOREACH f IN ARRAY ARRAY['jobs_count_inserted()', 'jobs_count_updated()', 'jobs_count_deleted()',
         'job_item_time(text, integer)', 'job_item(jsonb, integer)', 'submit_job(jsonb)', 'submit_jobs(jsonb, text)',
-        'job_group_phase(uuid)', 'job_tag_step(uuid, text)', 'job_fair_tag(uuid, job_priority, interval, interval)',
-        'job_insert_tag(uuid, job_priority, text)', 'job_group_cap(uuid, text)',
         'admit_jobs(integer)', 'job_wait(uuid)'] LOOP
         EXECUTE format('ALTER FUNCTION %s SET search_path = %I, pg_temp', f, current_schema());
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+    FOREACH f IN ARRAY ARRAY['job_group_phase(uuid)', 'job_tags(uuid, job_priority, text)', 'job_group_cap(uuid, text)'] LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
     END LOOP;
 END
 $$;
 
 GRANT EXECUTE ON FUNCTION job_item_time(text, integer) TO imagejobs_client;
-GRANT EXECUTE ON FUNCTION job_group_phase(uuid), job_tag_step(uuid, text), job_fair_tag(uuid, job_priority, interval, interval),
-    job_insert_tag(uuid, job_priority, text), job_group_cap(uuid, text)
+GRANT EXECUTE ON FUNCTION job_group_phase(uuid), job_tags(uuid, job_priority, text), job_group_cap(uuid, text)
     TO imagejobs_client, imagejobs_worker;
 GRANT EXECUTE ON FUNCTION admit_jobs(integer) TO imagejobs_worker;
 GRANT EXECUTE ON FUNCTION job_wait(uuid) TO imagejobs_client;

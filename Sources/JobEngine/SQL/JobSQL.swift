@@ -131,7 +131,7 @@ enum JobSQL: StatementCatalog {
     /// parse, no lookup branch). The statement writes the job's queue-position delta itself and
     /// marks itself counted, so the count trigger skips it (migration 0010); the wake-up rides
     /// on the returned row. Returns the new job's timestamps only (the caller knows the rest).
-    /// A job due now gets its place (its tag) from `job_insert_tag` (migration 0016); a delayed
+    /// A job due now gets its place (its tag) from `job_tags` (migration 0016); a delayed
     /// one, or one under a cap or rate limit, waits untagged for the admitter.
     static func insertJobWithoutKey(
         _ spec: JobSpec, id: UUID, params: [UInt8], traceContext: String?, channel: String, notify: Bool
@@ -146,9 +146,10 @@ enum JobSQL: StatementCatalog {
                    \(spec.backoff?.base.milliseconds)::bigint * interval '1 millisecond',
                    \(spec.backoff?.cap.milliseconds)::bigint * interval '1 millisecond',
                    \(spec.backoff?.jitter)::float8, \(traceContext)::jsonb, greatest(now(), p.run_at),
-                   CASE WHEN p.run_at > now() THEN NULL ELSE job_insert_tag(\(spec.groupID)::uuid, p.priority, \(spec.kind)::text) END
+                   CASE WHEN p.run_at > now() OR t.gated THEN NULL ELSE t.tag END
             FROM (SELECT \(spec.priority.rawValue)::job_priority AS priority,
-                         to_timestamp(\(spec.runAtMilliseconds)::bigint / 1000.0) AS run_at) p
+                         to_timestamp(\(spec.runAtMilliseconds)::bigint / 1000.0) AS run_at) p,
+                 job_tags(\(spec.groupID)::uuid, p.priority, \(spec.kind)::text) t
             RETURNING priority, status, tag, created_at, next_attempt_at,
                       set_config('imagejobs.counted_insert', statement_timestamp()::text, true) AS counted
         ), delta AS (
@@ -171,10 +172,10 @@ enum JobSQL: StatementCatalog {
         WITH ins AS (
             INSERT INTO jobs (group_id, \(unsafeSQL: insertColumns), trace_context)
             SELECT \(groupID), \(unsafeSQL: recordColumns),
-                   CASE WHEN x.run_at_ms / 1000.0 > extract(epoch FROM now()) THEN NULL
-                        ELSE job_insert_tag(\(groupID)::uuid, x.priority::job_priority, x.kind) END,
+                   CASE WHEN x.run_at_ms / 1000.0 > extract(epoch FROM now()) OR t.gated THEN NULL ELSE t.tag END,
                    \(traceContext)::jsonb
-            FROM jsonb_to_record(\(JSONText(text: String(decoding: row.bytes, as: UTF8.self)))::jsonb) AS \(unsafeSQL: recordType)
+            FROM jsonb_to_record(\(JSONText(text: String(decoding: row.bytes, as: UTF8.self)))::jsonb) AS \(unsafeSQL: recordType),
+                 job_tags(\(groupID)::uuid, x.priority::job_priority, x.kind) t
             ON CONFLICT (group_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING id, created_at, next_attempt_at
         )
@@ -204,9 +205,8 @@ enum JobSQL: StatementCatalog {
             SELECT x.*, coalesce(x.run_at_ms / 1000.0 > extract(epoch FROM now()), false) AS delayed
             FROM jsonb_to_recordset(\(JSONText(text: rowsArray(rows)))::jsonb) AS \(unsafeSQL: recordType)
         ), starts AS (
-            SELECT s.priority, s.kind, job_insert_tag(\(groupID)::uuid, s.priority::job_priority, s.kind) AS first_tag,
-                   job_tag_step(\(groupID)::uuid, s.kind) AS step
-            FROM (SELECT DISTINCT priority, kind FROM x WHERE NOT delayed) s
+            SELECT s.priority, s.kind, CASE WHEN NOT t.gated THEN t.tag END AS first_tag, t.step
+            FROM (SELECT DISTINCT priority, kind FROM x WHERE NOT delayed) s, job_tags(\(groupID)::uuid, s.priority::job_priority, s.kind) t
         ), ins AS (
             INSERT INTO jobs (group_id, batch_id, \(unsafeSQL: insertColumns), trace_context)
             SELECT \(groupID), (SELECT id FROM batch), \(unsafeSQL: recordColumns),
@@ -564,7 +564,7 @@ enum JobSQL: StatementCatalog {
         WITH target AS (SELECT id, status FROM jobs WHERE id = \(id) FOR UPDATE),
         done AS (
             UPDATE jobs j SET status = 'pending', retry_count = 0, next_attempt_at = now(), finished_at = NULL,
-                              tag = job_insert_tag(j.group_id, j.priority, j.kind)
+                              tag = (SELECT CASE WHEN t.gated THEN NULL ELSE t.tag END FROM job_tags(j.group_id, j.priority, j.kind) t)
             FROM target t WHERE j.id = t.id AND t.status = 'error'
             RETURNING j.id
         )
