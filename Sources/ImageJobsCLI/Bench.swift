@@ -13,6 +13,11 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(help: "Seconds, not minutes: small N, short runs, position up to 100,000 jobs.") var quick = false
     @Flag(help: "Print one JSON object per result instead of the table.") var json = false
     @Option(help: "Jobs per enqueue and processing test (default 20,000; 2,000 with --quick).") var n: Int?
+    @Option(help: "on or off: the queue's fair share during the tests (the scheduling test sets its own).") var fairShare = "on"
+
+    func validate() throws {
+        if !["on", "off"].contains(fairShare) { throw ValidationError("--fair-share must be on or off") }
+    }
     @Option(help: "Comma-separated tests: enqueue_single, enqueue_bulk, process, process_multi, pickup_latency, position, scheduling, memory, idle_fleet.")
     var tests: String = "enqueue_single,enqueue_bulk,process,process_multi,pickup_latency,position,scheduling,memory,idle_fleet"
     @Flag(help: "Print RESULT lines in the peer benchmark's format, configured by BENCH_* variables.") var peerProtocol = false
@@ -101,6 +106,7 @@ struct Bench {
         let main = pool(6)
         try await Migrator(pool: main, logger: logger).up()
         let queue = JobQueue(pool: main, logger: logger)
+        try await queue.setFairShare(options.fairShare != "off")
         let tests = testNames
         if tests.contains("enqueue_single") { try await enqueueSingle(queue) }
         if tests.contains("enqueue_bulk") { try await enqueueBulk(queue) }

@@ -276,7 +276,12 @@ public final class JobQueue: Sendable {
         }
         let batchID = UUIDv7.make()
         let ids = specs.map { _ in UUIDv7.make() }
-        let rows = specs.indices.map { JobSQL.insertRow(specs[$0], id: ids[$0], ord: $0, params: params[$0]) }
+        var turns: [String: Int] = [:]
+        let rows = specs.indices.map { i -> JobSQL.InsertRow in
+            let turn = turns["\(specs[i].priority.rawValue) \(specs[i].kind)", default: 0]
+            turns["\(specs[i].priority.rawValue) \(specs[i].kind)"] = turn + 1
+            return JobSQL.insertRow(specs[i], id: ids[i], ord: i, turn: turn, params: params[i])
+        }
         return BatchInsert(
             submitted: SubmittedBatch(batchID: batchID, jobIDs: ids, created: true), groupID: groupID, kind: specs[0].kind,
             idempotencyKey: idempotencyKey, rows: rows)

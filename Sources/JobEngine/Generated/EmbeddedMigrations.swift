@@ -1728,7 +1728,8 @@ extension Migration {
                                                   ORDER BY j.priority DESC, j.tag DESC, j.seq DESC LIMIT 1)) END,
                        CASE WHEN s.fair_share THEN s.turn / l.weight ELSE interval '0' END,
                        l.gated
-                FROM job_settings s,
+                -- (LIMIT 1: the planner then knows the settings are one row, however stale its statistics.)
+                FROM (SELECT fair_share, turn FROM job_settings LIMIT 1) s,
                      (SELECT coalesce(bool_or(x.per_group IS NOT NULL OR x.rate_count IS NOT NULL), false) AS gated,
                              coalesce(exp(sum(ln(x.weight))), 1) AS weight
                       FROM (SELECT per_group, rate_count, weight FROM job_limits WHERE kind IS NULL AND group_id IS NULL
@@ -2024,6 +2025,8 @@ extension Migration {
                 first_group uuid;
                 group_field text;
                 seen_keys text[] := '{}';
+                turns jsonb := '{}';
+                turn_key text;
                 new_batch constant uuid := job_uuid_v7();
             BEGIN
                 IF items IS NULL OR jsonb_typeof(items) <> 'array' THEN
@@ -2048,7 +2051,11 @@ extension Migration {
                         END IF;
                         seen_keys := seen_keys || (x ->> 'idempotency_key');
                     END IF;
-                    prepared := prepared || jsonb_build_array(x || jsonb_build_object('ord', i, 'id', job_uuid_v7()));
+                    -- The item's turn: the batch's earlier items of its priority and kind (its tag is that
+                    -- many steps after theirs).
+                    turn_key := (x ->> 'priority') || ' ' || (x ->> 'kind');
+                    turns := turns || jsonb_build_object(turn_key, coalesce((turns ->> turn_key)::int + 1, 0));
+                    prepared := prepared || jsonb_build_array(x || jsonb_build_object('ord', i, 'id', job_uuid_v7(), 'turn', (turns ->> turn_key)::int));
                 END LOOP;
                 IF batch_idempotency_key IS NOT NULL AND length(batch_idempotency_key) NOT BETWEEN 1 AND 200 THEN
                     PERFORM job_input_error(NULL, 'idempotency_key', 'the batch idempotency_key must be 1–200 characters');
@@ -2066,20 +2073,19 @@ extension Migration {
                     RETURN;
                 END IF;
                 WITH r AS (
-                    SELECT r.*, r.run_at > now() AS delayed
-                    FROM jsonb_to_recordset(prepared) AS r(ord int, id uuid, kind text, params jsonb, priority job_priority, max_retries int,
-                                                       timeout_ms bigint, idempotency_key text, run_at timestamptz)
-                ), starts AS (
-                    -- One tag lookup per priority and kind; the jobs due now follow it a step apart.
+                    SELECT * FROM jsonb_to_recordset(prepared) AS r(ord int, turn int, id uuid, kind text, params jsonb, priority job_priority,
+                                                                    max_retries int, timeout_ms bigint, idempotency_key text, run_at timestamptz)
+                ), starts AS MATERIALIZED (
+                    -- One tag lookup per priority and kind; the jobs due now follow it a step apart (a
+                    -- delayed one leaves its step unused and is tagged by the admitter when due).
                     SELECT s.priority, s.kind, CASE WHEN NOT t.gated THEN t.tag END AS first_tag, t.step
-                    FROM (SELECT DISTINCT priority, kind FROM r WHERE NOT coalesce(delayed, false)) s, job_tags(first_group, s.priority, s.kind) t
+                    FROM (SELECT DISTINCT priority, kind FROM r) s, job_tags(first_group, s.priority, s.kind) t
                 )
                 INSERT INTO jobs (group_id, batch_id, id, kind, params, priority, max_retries, timeout, idempotency_key, next_attempt_at, tag)
                 SELECT first_group, new_batch, r.id, r.kind, r.params, r.priority, r.max_retries,
                        r.timeout_ms * interval '1 millisecond', r.idempotency_key, greatest(now(), r.run_at),
-                       CASE WHEN NOT coalesce(r.delayed, false) THEN
-                           s.first_tag + (row_number() OVER (PARTITION BY r.priority, r.kind, coalesce(r.delayed, false) ORDER BY r.ord) - 1) * s.step END
-                FROM r LEFT JOIN starts s ON s.priority = r.priority AND s.kind = r.kind
+                       CASE WHEN r.run_at IS NULL OR r.run_at <= now() THEN s.first_tag + r.turn * s.step END
+                FROM r JOIN starts s ON s.priority = r.priority AND s.kind = r.kind
                 ORDER BY r.ord;
                 PERFORM pg_notify('imagejobs.' || current_schema(), 'batch');
                 RETURN QUERY

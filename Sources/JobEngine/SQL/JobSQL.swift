@@ -54,11 +54,15 @@ enum JobSQL: StatementCatalog {
     }
 
     /// One job as the JSON object `jsonb_to_record(set)` reads, written straight to bytes;
-    /// `params` is the parameters' JSON, already written (and measured) by validation.
-    static func insertRow(_ spec: JobSpec, id: UUID, ord: Int, params: [UInt8]) -> InsertRow {
+    /// `params` is the parameters' JSON, already written (and measured) by validation. `turn`
+    /// counts the batch's earlier jobs of the same priority and kind: the job's tag is that
+    /// many steps after the first's (counted here, so the insert needs no window and sort).
+    static func insertRow(_ spec: JobSpec, id: UUID, ord: Int, turn: Int = 0, params: [UInt8]) -> InsertRow {
         var w = JSONBytes(capacity: params.count + 200)
         w.raw("{\"ord\":")
         w.int(Int64(ord))
+        w.raw(",\"turn\":")
+        w.int(Int64(turn))
         w.raw(",\"id\":")
         w.uuid(id)
         w.raw(",\"kind\":")
@@ -115,10 +119,11 @@ enum JobSQL: StatementCatalog {
         x.id, x.kind, x.params, x.priority::job_priority, x.max_retries,
         x.timeout_ms * interval '1 millisecond',
         x.backoff_base_ms * interval '1 millisecond', x.backoff_cap_ms * interval '1 millisecond',
-        x.backoff_jitter, x.idempotency_key, greatest(now(), to_timestamp(x.run_at_ms / 1000.0))
+        x.backoff_jitter, x.idempotency_key,
+        CASE WHEN x.run_at_ms IS NULL THEN now() ELSE greatest(now(), to_timestamp(x.run_at_ms / 1000.0)) END
         """
     private static let recordType = """
-        x(ord int, id uuid, kind text, params jsonb, priority text, max_retries int, timeout_ms bigint,
+        x(ord int, turn int, id uuid, kind text, params jsonb, priority text, max_retries int, timeout_ms bigint,
           backoff_base_ms bigint, backoff_cap_ms bigint, backoff_jitter float8, idempotency_key text, run_at_ms bigint)
         """
     /// The inserted columns matching ``recordColumns``, then the tag.
@@ -192,7 +197,8 @@ enum JobSQL: StatementCatalog {
 
     /// Inserts a batch row and all its jobs in one statement (so one round trip and one
     /// transaction): the jobs travel as one `jsonb` array, never as one parameter per value.
-    /// One tag lookup per priority and kind; the jobs due now follow it a step apart.
+    /// One tag lookup per priority and kind; the jobs due now follow it a step apart (a delayed
+    /// job leaves its step unused and waits for the admitter, which tags it when due).
     static func insertBatch(
         batchID: UUID, groupID: UUID, idempotencyKey: String?, rows: [InsertRow], traceContext: String?, channel: String, notify: Bool
     ) -> PGQuery {
@@ -202,18 +208,17 @@ enum JobSQL: StatementCatalog {
             VALUES (\(batchID), \(groupID), \(rows.count), \(idempotencyKey))
             RETURNING id
         ), x AS (
-            SELECT x.*, coalesce(x.run_at_ms / 1000.0 > extract(epoch FROM now()), false) AS delayed
-            FROM jsonb_to_recordset(\(JSONText(text: rowsArray(rows)))::jsonb) AS \(unsafeSQL: recordType)
-        ), starts AS (
+            SELECT * FROM jsonb_to_recordset(\(JSONText(text: rowsArray(rows)))::jsonb) AS \(unsafeSQL: recordType)
+        ), starts AS MATERIALIZED (
+            -- Materialized: the tag lookups run once per priority and kind, not once per job.
             SELECT s.priority, s.kind, CASE WHEN NOT t.gated THEN t.tag END AS first_tag, t.step
-            FROM (SELECT DISTINCT priority, kind FROM x WHERE NOT delayed) s, job_tags(\(groupID)::uuid, s.priority::job_priority, s.kind) t
+            FROM (SELECT DISTINCT priority, kind FROM x) s, job_tags(\(groupID)::uuid, s.priority::job_priority, s.kind) t
         ), ins AS (
             INSERT INTO jobs (group_id, batch_id, \(unsafeSQL: insertColumns), trace_context)
             SELECT \(groupID), (SELECT id FROM batch), \(unsafeSQL: recordColumns),
-                   CASE WHEN NOT x.delayed THEN
-                       s.first_tag + (row_number() OVER (PARTITION BY x.priority, x.kind, x.delayed ORDER BY x.ord) - 1) * s.step END,
+                   CASE WHEN x.run_at_ms IS NULL OR x.run_at_ms / 1000.0 <= extract(epoch FROM now()) THEN s.first_tag + x.turn * s.step END,
                    \(traceContext)::jsonb
-            FROM x LEFT JOIN starts s ON s.priority = x.priority AND s.kind = x.kind
+            FROM x JOIN starts s ON s.priority = x.priority AND s.kind = x.kind
             ORDER BY x.ord
             RETURNING id
         )
