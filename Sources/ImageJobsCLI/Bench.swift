@@ -281,9 +281,14 @@ struct Bench {
         var waitsByType: [String: Int] = [:]
         while Date().timeIntervalSince(start) < 300 {
             let rows = try await queue.pool.query(
-                "SELECT l.locktype, l.mode FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE NOT l.granted AND a.application_name LIKE 'imagejobs-worker-%'")
+                """
+                SELECT l.locktype, l.mode, split_part(ltrim(a.query), ' ', 1) || ' … ' || coalesce(substring(a.query FROM '(?:UPDATE|INSERT INTO|DELETE FROM|FROM) ([a-z_]+)'), '') AS statement
+                FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                WHERE NOT l.granted AND a.application_name LIKE 'imagejobs-worker-%'
+                """)
             for row in rows {
-                waitsByType["\(try row.decode("locktype", as: String.self)) \(try row.decode("mode", as: String.self))", default: 0] += 1
+                let key = "\(try row.decode("locktype", as: String.self)) \(try row.decode("mode", as: String.self)) in \(try row.decode("statement", as: String.self))"
+                waitsByType[key, default: 0] += 1
             }
             maxWaiting = max(maxWaiting, rows.count)
             samples += 1

@@ -1671,11 +1671,6 @@ extension Migration {
                     SELECT 1, priority, date_trunc('second', finished_at), count(*)
                     FROM changed WHERE status = 'completed'
                     GROUP BY 2, 3
-                ), starts AS (
-                    -- A rate-limited job's token is spent when it starts.
-                    UPDATE job_rate_tokens t SET started_at = c.started_at
-                    FROM changed c
-                    WHERE c.status = 'running' AND t.job_id = c.id AND t.started_at IS NULL
                 )
                 INSERT INTO batch_events (batch_id, n)
                 SELECT batch_id, sum(CASE WHEN status IN ('completed', 'error', 'cancelled') THEN 1 ELSE 0 END
@@ -1684,6 +1679,14 @@ extension Migration {
                 GROUP BY batch_id
                 HAVING sum(CASE WHEN status IN ('completed', 'error', 'cancelled') THEN 1 ELSE 0 END
                            - CASE WHEN old_status IN ('completed', 'error', 'cancelled') THEN 1 ELSE 0 END) <> 0;
+
+                -- A rate-limited job's token is spent when it starts (looked for only while a token waits,
+                -- so claims of other kinds pay one index probe).
+                IF EXISTS (SELECT 1 FROM job_rate_tokens WHERE started_at IS NULL) THEN
+                    UPDATE job_rate_tokens t SET started_at = n.started_at
+                    FROM new_rows n JOIN old_rows o ON o.id = n.id
+                    WHERE n.status = 'running' AND o.status <> 'running' AND t.job_id = n.id AND t.started_at IS NULL;
+                END IF;
                 RETURN NULL;
             END
             $$;
@@ -1757,6 +1760,7 @@ extension Migration {
             LANGUAGE plpgsql AS $$
             DECLARE
                 fair constant boolean := (SELECT s.fair_share FROM job_settings s);
+                paused constant text[] := ARRAY(SELECT p.kind FROM job_pauses p);
             BEGIN
                 -- Tokens of admitted jobs that will not start (cancelled, deleted) go back; spent ones
                 -- leave once older than their kind's period (or when the kind has no rate any more).
@@ -1767,17 +1771,20 @@ extension Migration {
                           (SELECT l.rate_period FROM job_limits l WHERE l.kind = t.kind AND l.group_id IS NULL AND l.rate_count IS NOT NULL),
                           interval '0');
 
+                -- The steps are materialized and the pause test is a plain filter, so that the planner
+                -- estimates the waiting jobs from statistics, joins them by hash and computes each
+                -- group's free slots and each kind's tokens once per round, not once per waiting job.
                 WITH due AS MATERIALIZED (
                     SELECT j.id, j.group_id, j.kind, j.priority, j.seq, j.next_attempt_at
                     FROM jobs j
                     WHERE j.status = 'pending' AND j.tag IS NULL AND j.next_attempt_at <= now()
-                      AND NOT EXISTS (SELECT 1 FROM job_pauses p WHERE p.kind = j.kind OR p.kind = '*')
+                      AND j.kind <> ALL (paused) AND NOT '*' = ANY (paused)
                 ), scopes AS MATERIALIZED (
                     SELECT d.group_id, d.kind, job_group_cap(d.group_id, d.kind) AS cap
                     FROM (SELECT DISTINCT group_id, kind FROM due) d
                 ), running AS (
                     SELECT j.group_id, j.kind, count(*) AS n FROM jobs j WHERE j.status = 'running' GROUP BY 1, 2
-                ), free_slots AS (
+                ), free_slots AS MATERIALIZED (
                     -- Running plus claimable jobs count against the cap; claimable ones are counted per
                     -- group from the group's own index.
                     SELECT s.group_id, s.kind,
@@ -1786,13 +1793,13 @@ extension Migration {
                                     WHERE q.group_id = s.group_id AND q.status = 'pending' AND q.tag IS NOT NULL AND q.kind = s.kind) AS free
                     FROM scopes s LEFT JOIN running r ON r.group_id = s.group_id AND r.kind = s.kind
                     WHERE s.cap IS NOT NULL
-                ), tokens AS (
+                ), tokens AS MATERIALIZED (
                     SELECT l.kind,
                            l.rate_count - (SELECT count(*) FROM job_rate_tokens t
                                            WHERE t.kind = l.kind AND (t.started_at IS NULL OR t.started_at > now() - l.rate_period)) AS free
                     FROM job_limits l
                     WHERE l.group_id IS NULL AND l.rate_count IS NOT NULL AND l.kind IN (SELECT kind FROM scopes)
-                ), ranked AS (
+                ), ranked AS MATERIALIZED (
                     SELECT d.*, row_number() OVER (PARTITION BY d.group_id, d.kind ORDER BY d.priority, d.seq) AS turn_in_group
                     FROM due d
                 ), under_cap AS (
