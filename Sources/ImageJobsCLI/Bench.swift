@@ -282,7 +282,7 @@ struct Bench {
         while Date().timeIntervalSince(start) < 300 {
             let rows = try await queue.pool.query(
                 """
-                SELECT l.locktype, l.mode, split_part(ltrim(a.query), ' ', 1) || ' … ' || coalesce(substring(a.query FROM '(?:UPDATE|INSERT INTO|DELETE FROM|FROM) ([a-z_]+)'), '') AS statement
+                SELECT l.locktype, l.mode, left(regexp_replace(a.query, '\\s+', ' ', 'g'), 48) AS statement
                 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
                 WHERE NOT l.granted AND a.application_name LIKE 'imagejobs-worker-%'
                 """)

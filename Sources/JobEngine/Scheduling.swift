@@ -147,8 +147,10 @@ extension JobQueue {
         do { try await pool.query(SchedulingSQL.setFairShare(on)) } catch { throw JobQueueError.from(error) }
     }
 
-    /// Pauses a kind, or with `nil` the whole queue, fleet-wide: no worker starts a job of it
-    /// from its next claim on (running jobs finish). Paused jobs keep their places.
+    /// Pauses a kind, or with `nil` the whole queue, fleet-wide: every worker hears of it (by
+    /// NOTIFY, or with LISTEN off from its next claim) and starts no job of it from then on;
+    /// a job a claim took in that instant is handed back unstarted. Running jobs finish;
+    /// paused jobs keep their places.
     /// - Returns: whether it was running before (false when already paused).
     @discardableResult
     public func pause(kind: String? = nil) async throws -> Bool {
@@ -156,7 +158,7 @@ extension JobQueue {
             throw JobQueueError(.invalidInput, "kind must be 1–64 lower-case letters, digits, '.', '_' or '-', starting with a letter", field: "kind")
         }
         do {
-            return try await !pool.query(SchedulingSQL.pause(kind: kind ?? allKinds)).isEmpty
+            return try await !pool.query(SchedulingSQL.pause(kind: kind ?? allKinds, channel: channel())).isEmpty
         } catch {
             throw JobQueueError.from(error)
         }

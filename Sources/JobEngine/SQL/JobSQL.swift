@@ -354,7 +354,10 @@ enum JobSQL: StatementCatalog {
     }
 
     /// Completes the attempts whose handlers finished and claims up to `limit` jobs, in one
-    /// statement (one round trip, one transaction). The two updates touch disjoint rows
+    /// statement (one round trip, one transaction). Every row also carries the paused kinds
+    /// (`paused_kinds`): the worker leaves them out of its next claims and hands back any job of
+    /// a paused kind this claim took. Pauses are kept out of the claim's WHERE clause, which
+    /// changes its estimates enough that PostgreSQL plans it afresh every time. The two updates touch disjoint rows
     /// (running ones, pending ones). `SKIP LOCKED` makes concurrent claimers pass over each
     /// other's rows instead of waiting; the MATERIALIZED CTE keeps the planner from re-running
     /// the locking subquery per row. The claim counts the attempt, so a job that kills its
@@ -390,14 +393,9 @@ enum JobSQL: StatementCatalog {
             FROM lockable
             WHERE j.id = lockable.id
             RETURNING j.id
-        ), live AS (
-            -- The worker's kinds that are not paused (a pause takes effect at the next claim).
-            SELECT array(SELECT k FROM unnest(\(kinds)::text[]) AS k
-                         WHERE NOT EXISTS (SELECT 1 FROM job_pauses p WHERE p.kind = k OR p.kind = '*')) AS kinds
         ), picked AS MATERIALIZED (
             SELECT id FROM jobs
-            WHERE status = 'pending' AND tag IS NOT NULL AND next_attempt_at <= now()
-              AND kind = ANY((SELECT kinds FROM live)::text[]) AND cardinality((SELECT kinds FROM live)) > 0
+            WHERE status = 'pending' AND tag IS NOT NULL AND next_attempt_at <= now() AND kind = ANY(\(kinds)::text[])
             ORDER BY priority, tag, seq
             LIMIT \(literal: claimLimit(limit))
             FOR UPDATE SKIP LOCKED
@@ -412,6 +410,7 @@ enum JobSQL: StatementCatalog {
         )
         SELECT (SELECT coalesce(array_agg(id), '{}') FROM done) AS completed_ids,
                (SELECT coalesce(array_agg(id), '{}') FROM mine WHERE id NOT IN (SELECT id FROM lockable)) AS busy_ids,
+               (SELECT coalesce(array_agg(kind), '{}') FROM job_pauses) AS paused_kinds,
                claimed.*
         FROM (SELECT 1) AS one LEFT JOIN claimed ON true
         """)
@@ -577,6 +576,12 @@ enum JobSQL: StatementCatalog {
                CASE WHEN done.id IS NOT NULL THEN (SELECT pg_notify(\(channel), 'job')) END AS notified
         FROM target t LEFT JOIN done ON done.id = t.id
         """)
+    }
+
+    /// The paused kinds (`*`: all), for a worker whose every kind is paused or that was told of
+    /// a pause.
+    static func pausedKinds() -> PGQuery {
+        statement("SELECT coalesce(array_agg(kind), '{}') AS paused_kinds FROM job_pauses")
     }
 
     /// Which of these jobs were cancelled (a worker checks after a cancel notification).

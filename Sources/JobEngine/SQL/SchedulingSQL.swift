@@ -58,16 +58,20 @@ enum SchedulingSQL: StatementCatalog {
         statement("UPDATE job_settings SET fair_share = \(on)")
     }
 
-    /// Pauses a kind (`*`: every kind); claims skip it from their next statement on.
-    static func pause(kind: String) -> PGQuery {
-        statement("INSERT INTO job_pauses (kind) VALUES (\(kind)) ON CONFLICT (kind) DO NOTHING RETURNING kind")
+    /// Pauses a kind (`*`: every kind) and tells the workers, which leave it out of their
+    /// claims from then on.
+    static func pause(kind: String, channel: String) -> PGQuery {
+        statement("""
+        WITH added AS (INSERT INTO job_pauses (kind) VALUES (\(kind)) ON CONFLICT (kind) DO NOTHING RETURNING kind)
+        SELECT kind, pg_notify(\(channel), 'pause') AS notified FROM added
+        """)
     }
 
     /// Resumes a kind (`*`: lifts the queue-wide pause; nil: every pause) and wakes workers.
     static func resume(kind: String?, channel: String) -> PGQuery {
         statement("""
         WITH gone AS (DELETE FROM job_pauses WHERE \(kind)::text IS NULL OR kind = \(kind)::text RETURNING kind)
-        SELECT count(*) AS resumed, CASE WHEN count(*) > 0 THEN (SELECT pg_notify(\(channel), 'job')) END AS notified FROM gone
+        SELECT count(*) AS resumed, CASE WHEN count(*) > 0 THEN (SELECT pg_notify(\(channel), 'pause')) END AS notified FROM gone
         """)
     }
 

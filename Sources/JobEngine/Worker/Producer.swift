@@ -17,6 +17,9 @@ final class Producer: Sendable {
     let tracer: any Tracer
     /// Where claimed attempts go (the executor).
     let deliver: @Sendable (ClaimedJob) -> Void
+    /// The paused kinds as last read (`*`: all), and whether a pause or resume was announced
+    /// since: every claim reads them again, so this is at most one claim old.
+    private let pauses = PauseState()
 
     init(
         pool: PGPool, configuration: WorkerConfiguration, kinds: [String], state: WorkerState, completer: Completer,
@@ -81,18 +84,32 @@ final class Producer: Sendable {
         }
     }
 
+    /// A pause or resume was announced: read the paused kinds before the next claim.
+    func pausesChanged() {
+        pauses.markStale()
+    }
+
     /// One cycle: writes the completions waiting and claims up to the free slots, in one
-    /// statement, delivering each claimed attempt. Nothing to write and no free slot: no
-    /// statement.
+    /// statement, delivering each claimed attempt (a job of a kind paused meanwhile is handed
+    /// back unstarted). Nothing to write and no free slot: no statement.
     func runOnce() async throws -> Cycle {
+        if pauses.isStale {
+            pauses.update(try await pool.query(JobSQL.pausedKinds())[0].decode("paused_kinds"))
+        }
+        let liveKinds = pauses.live(kinds)
         let completions = completer.takeForClaim()
+        if liveKinds.isEmpty && completions.isEmpty {
+            // Every kind this worker runs is paused: look again at the next wake-up or poll.
+            pauses.markStale()
+            return Cycle()
+        }
         // Attempts completed by this statement free their slots with it. (Attempts just claimed
         // may still be counted with the ones they replace, so this can be 0 while completions
         // wait: they are written all the same.)
         let free = max(0, configuration.concurrency - state.runningCount + completions.count)
         // At most `maxClaim` per statement (the rest at once in the next): each limit is a
         // prepared statement of its own on the server (see `completeAndClaim`).
-        var cycle = Cycle(limit: JobSQL.claimLimit(free))
+        var cycle = Cycle(limit: liveKinds.isEmpty ? 0 : JobSQL.claimLimit(free))
         guard cycle.limit > 0 || !completions.isEmpty else { return cycle }
         var resolved = completions.isEmpty
         do {
@@ -103,18 +120,23 @@ final class Producer: Sendable {
                 return try await pool.query(
                     JobSQL.completeAndClaim(
                         ids: completions.map(\.id), attempts: completions.map(\.attempt),
-                        workerID: configuration.id, kinds: kinds, limit: limit))
+                        workerID: configuration.id, kinds: liveKinds, limit: limit))
             }
             if !completions.isEmpty {
                 let done: [UUID] = try rows.first?.decode("completed_ids") ?? []
                 cycle.busy = completer.resolve(completions, completed: Set(done), busy: Set(try rows.first?.decode("busy_ids") ?? []))
                 resolved = true
             }
+            if let first = rows.first { pauses.update(try first.decode("paused_kinds")) }
             for row in rows where !row.isNull("id") {
                 let job = try JobSQL.decodeJob(row)
+                cycle.claimed += 1
+                if pauses.isPaused(job.kind) {
+                    _ = try? await pool.query(JobSQL.release(id: job.id, attempt: job.attempt))
+                    continue
+                }
                 let remaining: Double = try row.decode("remaining_s")
                 deliver(ClaimedJob(job: job, remainingSeconds: remaining, traceContext: try row.decode("trace_context")))
-                cycle.claimed += 1
             }
             return cycle
         } catch {
@@ -243,5 +265,40 @@ final class Completer: @unchecked Sendable {
                 fail(batch, error)
             }
         }
+    }
+}
+
+/// The paused kinds a producer last read, shared between its claim loop and the listener.
+final class PauseState: @unchecked Sendable {
+    private let lock = NSLock()
+    private var paused: Set<String> = []
+    private var stale = true
+
+    var isStale: Bool { lock.lock(); defer { lock.unlock() }; return stale }
+
+    func markStale() {
+        lock.lock()
+        stale = true
+        lock.unlock()
+    }
+
+    func update(_ kinds: [String]) {
+        lock.lock()
+        paused = Set(kinds)
+        stale = false
+        lock.unlock()
+    }
+
+    func isPaused(_ kind: String) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return paused.contains(kind) || paused.contains(allKinds)
+    }
+
+    /// `kinds` without the paused ones.
+    func live(_ kinds: [String]) -> [String] {
+        lock.lock()
+        defer { lock.unlock() }
+        return paused.contains(allKinds) ? [] : kinds.filter { !paused.contains($0) }
     }
 }

@@ -134,8 +134,9 @@ public final class Worker: Service, Sendable {
         }
     }
 
-    /// Wake-ups from NOTIFY: a new job wakes the producer; a cancel interrupts the attempts
-    /// of cancelled jobs this worker runs.
+    /// Wake-ups from NOTIFY: a new job wakes the producer; a pause or resume makes it read the
+    /// paused kinds before its next claim; a cancel interrupts the attempts of cancelled jobs
+    /// this worker runs.
     private func consume(_ listener: PGListener) async {
         for await event in listener {
             switch event {
@@ -145,6 +146,7 @@ public final class Worker: Service, Sendable {
                 if payload.hasPrefix("cancel") {
                     await checkCancelled()
                 } else {
+                    if payload == "pause" { producer.pausesChanged() }
                     state.wake()
                 }
             }
