@@ -2,7 +2,6 @@ import Foundation
 import Postgres
 import TestSupport
 import Testing
-import Tracing
 
 @testable import JobEngine
 
@@ -162,13 +161,7 @@ struct SchedulingTests {
         try await TestDatabase.withMigratedSchema { schema, queue in
             let id = try await queue.submit(Factory.spec()).job.id
             let tag = try await schema.pool.query("SELECT tag::text AS t FROM jobs WHERE id = \(id)")[0].decode("t", as: String.self)
-            var configuration = WorkerConfiguration()
-            configuration.concurrency = 2
-            let worker = Worker(pool: schema.makePool(), handlers: [SleepHandler()], configuration: configuration, logger: TestLog.quiet)
-            let deliveries = Deliveries()
-            let producer = Producer(
-                pool: worker.pool, configuration: configuration, kinds: ["test.script"], state: worker.state,
-                completer: worker.executor.completer, logger: TestLog.quiet, tracer: NoOpTracer(), deliver: { deliveries.append($0) })
+            let (_, producer, deliveries) = stepwiseWorker(schema)
             // The producer read the pauses (none) at its first cycle; a pause then lands
             // unannounced (as for a worker without LISTEN): its next claim takes the job, sees
             // the pause and hands the job back unstarted.

@@ -26,6 +26,19 @@ struct ScriptedHandler: JobHandler {
     }
 }
 
+/// A worker of two slots for `test.script` (the sleep handler) and a producer of its own whose
+/// claimed attempts the test keeps, to drive the claim loop one cycle at a time.
+func stepwiseWorker(_ schema: TestSchema) -> (Worker, Producer, Deliveries) {
+    var configuration = WorkerConfiguration()
+    configuration.concurrency = 2
+    let worker = Worker(pool: schema.makePool(), handlers: [SleepHandler()], configuration: configuration, logger: TestLog.quiet)
+    let deliveries = Deliveries()
+    let producer = Producer(
+        pool: worker.pool, configuration: configuration, kinds: ["test.script"], state: worker.state,
+        completer: worker.executor.completer, logger: TestLog.quiet, tracer: NoOpTracer(), deliver: { deliveries.append($0) })
+    return (worker, producer, deliveries)
+}
+
 @Suite("worker", .enabled(if: TestDatabase.isConfigured))
 struct WorkerTests {
     @Test("a worker runs jobs to completion, retrying failures with backoff")
@@ -160,13 +173,7 @@ struct WorkerServiceTests {
     func producerAndExecutorRunOnce() async throws {
         try await TestDatabase.withMigratedSchema { schema, queue in
             let ids = try await (0..<3).asyncMap { _ in try await queue.submit(Factory.spec(params: ["sleep_ms": 1])).job.id }
-            var configuration = WorkerConfiguration()
-            configuration.concurrency = 2
-            let worker = Worker(pool: schema.makePool(), handlers: [SleepHandler()], configuration: configuration, logger: TestLog.quiet)
-            let deliveries = Deliveries()
-            let producer = Producer(
-                pool: worker.pool, configuration: configuration, kinds: ["test.script"], state: worker.state,
-                completer: worker.executor.completer, logger: TestLog.quiet, tracer: NoOpTracer(), deliver: { deliveries.append($0) })
+            let (worker, producer, deliveries) = stepwiseWorker(schema)
 
             let first = try await producer.runOnce()
             #expect(first.claimed == 2 && first.limit == 2 && first.claimedAll)
