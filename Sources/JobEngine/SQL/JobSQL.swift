@@ -275,9 +275,15 @@ enum JobSQL: StatementCatalog {
     static func position(id: UUID) -> PGQuery {
         statement("""
         WITH me AS (
-            SELECT id, status, priority, tag, seq, date_trunc('second', tag) AS sec,
+            SELECT id, status, priority, tag, seq, next_attempt_at, date_trunc('second', tag) AS sec,
                    date_trunc('minute', tag) AS min, date_trunc('hour', tag) AS hr
             FROM jobs WHERE id = \(id)
+        ), gate AS (
+            -- Whether to ask why it waits (`job_wait`, in the SELECT below): only when it might
+            -- (no tag, not yet due, or some pause exists), so a queued job's position costs no
+            -- function call.
+            SELECT me.status = 'pending' AND (me.tag IS NULL OR me.next_attempt_at > now() OR EXISTS (SELECT 1 FROM job_pauses)) AS ask
+            FROM me
         ), hours AS (
             SELECT coalesce(sum(c.n) FILTER (WHERE c.priority < me.priority), 0) AS higher,
                    coalesce(sum(c.n) FILTER (WHERE c.priority = me.priority), 0) AS same
@@ -317,13 +323,15 @@ enum JobSQL: StatementCatalog {
                    / greatest(1, extract(epoch FROM now() - coalesce(min(second), now())))::float8 AS per_second
             FROM recent
         )
-        SELECT me.id, me.status, w.reason AS wait_reason, w.until AS wait_until,
+        SELECT me.id, me.status,
+               CASE WHEN gate.ask THEN (SELECT w.reason FROM job_wait(me.id) w) END AS wait_reason,
+               CASE WHEN gate.ask THEN (SELECT w.until FROM job_wait(me.id) w) END AS wait_until,
                CASE WHEN me.tag IS NOT NULL THEN (hours.higher + deltas.higher - waiting.higher)::bigint END AS ahead_higher,
                CASE WHEN me.tag IS NOT NULL THEN
                    (hours.higher + hours.same + minutes.same + seconds.same + deltas.higher + deltas.same + exact.same - waiting.total)::bigint
                END AS position,
                rate.per_second
-        FROM me, hours, minutes, seconds, deltas, exact, waiting, rate, job_wait(me.id) AS w
+        FROM me, gate, hours, minutes, seconds, deltas, exact, waiting, rate
         """)
     }
 
