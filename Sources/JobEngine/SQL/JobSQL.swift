@@ -278,12 +278,6 @@ enum JobSQL: StatementCatalog {
             SELECT id, status, priority, tag, seq, next_attempt_at, date_trunc('second', tag) AS sec,
                    date_trunc('minute', tag) AS min, date_trunc('hour', tag) AS hr
             FROM jobs WHERE id = \(id)
-        ), gate AS (
-            -- Whether to ask why it waits (`job_wait`, in the SELECT below): only when it might
-            -- (no tag, not yet due, or some pause exists), so a queued job's position costs no
-            -- function call.
-            SELECT me.status = 'pending' AND (me.tag IS NULL OR me.next_attempt_at > now() OR EXISTS (SELECT 1 FROM job_pauses)) AS ask
-            FROM me
         ), hours AS (
             SELECT coalesce(sum(c.n) FILTER (WHERE c.priority < me.priority), 0) AS higher,
                    coalesce(sum(c.n) FILTER (WHERE c.priority = me.priority), 0) AS same
@@ -324,15 +318,22 @@ enum JobSQL: StatementCatalog {
             FROM recent
         )
         SELECT me.id, me.status,
-               CASE WHEN gate.ask THEN (SELECT w.reason FROM job_wait(me.id) w) END AS wait_reason,
-               CASE WHEN gate.ask THEN (SELECT w.until FROM job_wait(me.id) w) END AS wait_until,
+               -- Whether it may wait at a gate (no tag, not yet due, or some pause exists): then
+               -- ``jobWait(id:)`` says why, in a statement of its own (asked here, the function
+               -- call made PostgreSQL plan this statement afresh most times).
+               me.status = 'pending' AND (me.tag IS NULL OR me.next_attempt_at > now() OR EXISTS (SELECT 1 FROM job_pauses)) AS may_wait,
                CASE WHEN me.tag IS NOT NULL THEN (hours.higher + deltas.higher - waiting.higher)::bigint END AS ahead_higher,
                CASE WHEN me.tag IS NOT NULL THEN
                    (hours.higher + hours.same + minutes.same + seconds.same + deltas.higher + deltas.same + exact.same - waiting.total)::bigint
                END AS position,
                rate.per_second
-        FROM me, gate, hours, minutes, seconds, deltas, exact, waiting, rate
+        FROM me, hours, minutes, seconds, deltas, exact, waiting, rate
         """)
+    }
+
+    /// Why a pending job waits and until when (migration 0016's `job_wait`), or NULLs.
+    static func jobWait(id: UUID) -> PGQuery {
+        statement("SELECT w.reason AS wait_reason, w.until AS wait_until FROM job_wait(\(id)) w")
     }
 
     /// The exact position by brute force, in claim order (tests and `--exact` checks compare
