@@ -275,9 +275,12 @@ enum JobSQL: StatementCatalog {
     static func position(id: UUID) -> PGQuery {
         statement("""
         WITH me AS (
+            -- The id through a sub-select: with it written in, PostgreSQL would find a custom
+            -- plan no costlier and plan this statement afresh on most calls (2 ms, ten times
+            -- its execution); this way the one generic plan is reused.
             SELECT id, status, priority, tag, seq, next_attempt_at, date_trunc('second', tag) AS sec,
                    date_trunc('minute', tag) AS min, date_trunc('hour', tag) AS hr
-            FROM jobs WHERE id = \(id)
+            FROM jobs WHERE id = (SELECT \(id)::uuid)
         ), hours AS (
             SELECT coalesce(sum(c.n) FILTER (WHERE c.priority < me.priority), 0) AS higher,
                    coalesce(sum(c.n) FILTER (WHERE c.priority = me.priority), 0) AS same
