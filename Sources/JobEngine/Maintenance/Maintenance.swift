@@ -140,7 +140,8 @@ public struct Maintenance: Service, Sendable {
                 leading = try await admit() != nil
                 failures = 0
             } catch {
-                leading = false
+                // A leader that lost the database keeps trying at its own pace, so admission
+                // resumes as soon as the server is back (followers still wait a second).
                 failures += 1
                 if failures == 1 || failures % 60 == 0 {
                     logger.warning("admission failed; trying again", metadata: ["error": "\(error)"])
