@@ -52,7 +52,7 @@ struct Limits: AsyncParsableCommand {
                     }
                     fair = on
                 }
-                if cap.isSet || rateChange.isSet || weightChange.isSet {
+                if cap.isChange || rateChange.isChange || weightChange.isChange {
                     try await queue.setLimits(scope, perGroup: cap, rate: rateChange, weight: weightChange)
                 }
                 if let fair { try await queue.setFairShare(fair) }
@@ -114,10 +114,6 @@ extension Age {
         if s % 60 == 0 { return "\(s / 60)m" }
         return "\(s)s"
     }
-}
-
-extension LimitChange {
-    var isSet: Bool { if case .keep = self { false } else { true } }
 }
 
 /// `limits show --json`.

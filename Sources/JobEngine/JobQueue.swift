@@ -82,9 +82,7 @@ public final class JobQueue: Sendable {
         func fail(_ field: String, _ message: String) -> JobQueueError {
             JobQueueError(.invalidInput, message, field: field, index: index)
         }
-        if !Self.isValidKind(spec.kind) {
-            throw fail("kind", "kind must be 1–64 lower-case letters, digits, '.', '_' or '-', starting with a letter")
-        }
+        try Self.checkKind(spec.kind, index: index)
         let timeout = spec.timeout.seconds
         if !(limits.timeoutRange.contains(timeout)) {
             let got = timeout == timeout.rounded() && abs(timeout) < 1e15 ? "\(Int64(timeout))" : "\(timeout)"
@@ -117,6 +115,14 @@ public final class JobQueue: Sendable {
     }
 
     /// `^[a-z][a-z0-9_.-]{0,63}$`, checked by hand (regular expressions are slow on this path).
+    /// Throws `.invalidInput` naming the field unless `kind` is a valid kind name.
+    static func checkKind(_ kind: String, index: Int? = nil) throws {
+        if !isValidKind(kind) {
+            throw JobQueueError(
+                .invalidInput, "kind must be 1–64 lower-case letters, digits, '.', '_' or '-', starting with a letter", field: "kind", index: index)
+        }
+    }
+
     static func isValidKind(_ kind: String) -> Bool {
         let u = Array(kind.utf8)
         guard (1...64).contains(u.count), (97...122).contains(u[0]) else { return false }

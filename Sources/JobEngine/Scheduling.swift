@@ -49,7 +49,8 @@ public enum LimitChange<Value: Sendable & Equatable>: Sendable, Equatable {
     case remove
     case set(Value)
 
-    var isChange: Bool { if case .keep = self { false } else { true } }
+    /// Whether it changes the setting (sets or removes it).
+    public var isChange: Bool { if case .keep = self { false } else { true } }
     var value: Value? { if case .set(let v) = self { v } else { nil } }
 }
 
@@ -77,9 +78,7 @@ extension JobQueue {
         _ scope: LimitScope, perGroup: LimitChange<Int> = .keep, rate: LimitChange<JobRate> = .keep,
         weight: LimitChange<Double> = .keep
     ) async throws {
-        if case .kind(let kind) = scope, !Self.isValidKind(kind) {
-            throw JobQueueError(.invalidInput, "kind must be 1–64 lower-case letters, digits, '.', '_' or '-', starting with a letter", field: "kind")
-        }
+        if case .kind(let kind) = scope { try Self.checkKind(kind) }
         if let cap = perGroup.value, !ScopeLimits.perGroupRange.contains(cap) {
             throw JobQueueError(.invalidInput, "per_group must be 1–100000 running jobs, got \(cap)", field: "per_group")
         }
@@ -154,9 +153,7 @@ extension JobQueue {
     /// - Returns: whether it was running before (false when already paused).
     @discardableResult
     public func pause(kind: String? = nil) async throws -> Bool {
-        if let kind, !Self.isValidKind(kind) {
-            throw JobQueueError(.invalidInput, "kind must be 1–64 lower-case letters, digits, '.', '_' or '-', starting with a letter", field: "kind")
-        }
+        if let kind { try Self.checkKind(kind) }
         do {
             return try await !pool.query(SchedulingSQL.pause(kind: kind ?? allKinds, channel: channel())).isEmpty
         } catch {
@@ -168,9 +165,7 @@ extension JobQueue {
     /// - Returns: how many pauses were lifted.
     @discardableResult
     public func resume(kind: String? = nil) async throws -> Int {
-        if let kind, !Self.isValidKind(kind) {
-            throw JobQueueError(.invalidInput, "kind must be 1–64 lower-case letters, digits, '.', '_' or '-', starting with a letter", field: "kind")
-        }
+        if let kind { try Self.checkKind(kind) }
         do {
             return try await pool.query(SchedulingSQL.resume(kind: kind, channel: channel()))[0].decode("resumed")
         } catch {
