@@ -325,11 +325,8 @@ public final class JobQueue: Sendable {
             }
             let status: JobStatus = try row.decode("status")
             let rate: Double = try row.decode("per_second")
-            var waiting: JobWait?
-            if try row.decode("may_wait", as: Bool?.self) == true, let w = try await pool.query(JobSQL.jobWait(id: id)).first {
-                waiting = try w.decode("wait_reason", as: String?.self).flatMap(JobWait.Reason.init(rawValue:)).map {
-                    JobWait(reason: $0, until: try w.decode("wait_until"))
-                }
+            let waiting = try row.decode("wait_reason", as: String?.self).flatMap(JobWait.Reason.init(rawValue:)).map {
+                JobWait(reason: $0, until: try row.decode("wait_until"))
             }
             guard status == .pending, let position = try row.decode("position", as: Int?.self) else {
                 let eta = waiting?.until.map { max(0, $0.timeIntervalSinceNow) }

@@ -65,6 +65,7 @@ struct SecurityTests {
                 // Scheduling (migration 0016): the admitter is the workers'; limits and pauses are the owner's to change.
                 ("SELECT * FROM admit_jobs(10)", [false, true, false]),
                 ("SELECT * FROM job_wait(\(job))", [true, false, false]),
+                ("SELECT * FROM job_position(\(job))", [true, false, false]),
                 ("SELECT * FROM job_limits", [true, true, false]),
                 ("INSERT INTO job_limits (per_group) VALUES (1)", [false, false, false]),
                 ("INSERT INTO job_pauses (kind) VALUES ('x')", [false, false, false]),

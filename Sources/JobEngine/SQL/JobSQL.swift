@@ -267,76 +267,12 @@ enum JobSQL: StatementCatalog {
         """)
     }
 
-    /// The queue position of one job: the claimable jobs ahead of it in claim order
-    /// (`priority, tag, seq`), from folded hour, minute and second counts of tags, the exact
-    /// count in the job's own second, minus retries ahead that still wait out their backoff
-    /// (migrations 0002 and 0016 keep the counts). A job waiting at a gate has no tag and so
-    /// no position; `job_wait` says why it waits and until when.
+    /// The queue position of one job and, when it waits at a gate or for its time, why and
+    /// until when: migration 0017's `job_position` (counted in claim order from the folded
+    /// counts; a function so that it always runs with one generic plan). No row for an
+    /// unknown id.
     static func position(id: UUID) -> PGQuery {
-        statement("""
-        WITH me AS (
-            -- The id through a sub-select: with it written in, PostgreSQL would find a custom
-            -- plan no costlier and plan this statement afresh on most calls (2 ms, ten times
-            -- its execution); this way the one generic plan is reused.
-            SELECT id, status, priority, tag, seq, next_attempt_at, date_trunc('second', tag) AS sec,
-                   date_trunc('minute', tag) AS min, date_trunc('hour', tag) AS hr
-            FROM jobs WHERE id = (SELECT \(id)::uuid)
-        ), hours AS (
-            SELECT coalesce(sum(c.n) FILTER (WHERE c.priority < me.priority), 0) AS higher,
-                   coalesce(sum(c.n) FILTER (WHERE c.priority = me.priority), 0) AS same
-            FROM me JOIN job_counts_hour c
-              ON c.metric = 0 AND (c.priority < me.priority OR (c.priority = me.priority AND c.hour < me.hr))
-        ), minutes AS (
-            SELECT coalesce(sum(c.n), 0) AS same
-            FROM me JOIN job_counts_minute c
-              ON c.metric = 0 AND c.priority = me.priority AND c.minute >= me.hr AND c.minute < me.min
-        ), seconds AS (
-            SELECT coalesce(sum(c.n), 0) AS same
-            FROM me JOIN job_counts_second c
-              ON c.metric = 0 AND c.priority = me.priority AND c.second >= me.min AND c.second < me.sec
-        ), deltas AS (
-            SELECT coalesce(sum(d.n) FILTER (WHERE d.priority < me.priority), 0) AS higher,
-                   coalesce(sum(d.n) FILTER (WHERE d.priority = me.priority), 0) AS same
-            FROM me JOIN job_count_deltas d
-              ON d.metric = 0 AND (d.priority < me.priority OR (d.priority = me.priority AND d.second < me.sec))
-        ), exact AS (
-            SELECT count(*) AS same
-            FROM me JOIN jobs j
-              ON j.status = 'pending' AND j.tag IS NOT NULL AND j.priority = me.priority AND j.tag >= me.sec
-             AND (j.tag, j.seq) < (me.tag, me.seq)
-        ), waiting AS (
-            SELECT count(*) FILTER (WHERE j.priority < me.priority) AS higher, count(*) AS total
-            FROM me JOIN jobs j
-              ON j.status = 'pending' AND j.retry_count > 0 AND j.next_attempt_at > now() AND j.tag IS NOT NULL
-             AND (j.priority, j.tag, j.seq) < (me.priority, me.tag, me.seq)
-        ), recent AS (
-            SELECT second, n FROM job_counts_second WHERE metric = 1 AND second >= now() - interval '60 seconds'
-            UNION ALL
-            SELECT second, n FROM job_count_deltas WHERE metric = 1 AND second >= now() - interval '60 seconds'
-        ), rate AS (
-            -- Completions per second over the last minute, or over the time since the first
-            -- completion in it when that is shorter (a queue that just started).
-            SELECT coalesce(sum(n), 0)::float8
-                   / greatest(1, extract(epoch FROM now() - coalesce(min(second), now())))::float8 AS per_second
-            FROM recent
-        )
-        SELECT me.id, me.status,
-               -- Whether it may wait at a gate (no tag, not yet due, or some pause exists): then
-               -- ``jobWait(id:)`` says why, in a statement of its own (asked here, the function
-               -- call made PostgreSQL plan this statement afresh most times).
-               me.status = 'pending' AND (me.tag IS NULL OR me.next_attempt_at > now() OR EXISTS (SELECT 1 FROM job_pauses)) AS may_wait,
-               CASE WHEN me.tag IS NOT NULL THEN (hours.higher + deltas.higher - waiting.higher)::bigint END AS ahead_higher,
-               CASE WHEN me.tag IS NOT NULL THEN
-                   (hours.higher + hours.same + minutes.same + seconds.same + deltas.higher + deltas.same + exact.same - waiting.total)::bigint
-               END AS position,
-               rate.per_second
-        FROM me, hours, minutes, seconds, deltas, exact, waiting, rate
-        """)
-    }
-
-    /// Why a pending job waits and until when (migration 0016's `job_wait`), or NULLs.
-    static func jobWait(id: UUID) -> PGQuery {
-        statement("SELECT w.reason AS wait_reason, w.until AS wait_until FROM job_wait(\(id)) w")
+        statement("SELECT p.* FROM job_position(\(id)) p")
     }
 
     /// The exact position by brute force, in claim order (tests and `--exact` checks compare
