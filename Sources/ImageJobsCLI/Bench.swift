@@ -111,10 +111,9 @@ struct Bench {
         if tests.contains("enqueue_single") { try await enqueueSingle(queue) }
         if tests.contains("enqueue_bulk") { try await enqueueBulk(queue) }
         if tests.contains("process") {
-            // BENCH_CONCURRENCIES=10,50 picks the levels (for profiling one of them).
-            let levels = env["BENCH_CONCURRENCIES"].map { $0.split(separator: ",").compactMap { Int($0) } }
-                ?? Array(Set([1, concHigh] + (peerMode ? [] : [50]))).sorted()
-            for c in levels { try await process(queue, concurrency: c) }
+            for c in concurrencies(default: Array(Set([1, concHigh] + (peerMode ? [] : [50]))).sorted()) {
+                try await process(queue, concurrency: c)
+            }
         }
         if tests.contains("process_multi") { for k in [2, 4] { try await processMulti(queue, processes: k) } }
         if tests.contains("pickup_latency") { for r in rates { try await pickupLatency(queue, rate: r) } }
@@ -265,6 +264,11 @@ struct Bench {
         ]))
     }
 
+    /// BENCH_CONCURRENCIES=10,50 picks the processing levels (for profiling one of them).
+    func concurrencies(default levels: [Int]) -> [Int] {
+        env["BENCH_CONCURRENCIES"].map { $0.split(separator: ",").compactMap { Int($0) } } ?? levels
+    }
+
     func xactCommits(_ pool: PGPool) async throws -> Int {
         try await pool.scalar(as: Int.self, "SELECT xact_commit::bigint FROM pg_stat_database WHERE datname = current_database()")
     }
@@ -388,11 +392,16 @@ struct Bench {
 
     /// Processing with fair share on and off across 1,000 active conversations, and positions
     /// among fair tags across 10,000 conversations.
+    /// BENCH_ROUNDS=3 repeats each strict and fair-share pair, alternating, for the medians a
+    /// noisy machine needs.
     mutating func scheduling(_ queue: JobQueue) async throws {
-        for concurrency in [10, 50] {
-            for fair in [false, true] {
-                try await queue.setFairShare(fair)
-                try await process(queue, concurrency: concurrency, conversations: 1000, variant: fair ? "fair_share" : "strict")
+        let rounds = env["BENCH_ROUNDS"].flatMap { Int($0) }.map { max(1, $0) } ?? 1
+        for concurrency in concurrencies(default: [10, 50]) {
+            for _ in 0..<rounds {
+                for fair in [false, true] {
+                    try await queue.setFairShare(fair)
+                    try await process(queue, concurrency: concurrency, conversations: 1000, variant: fair ? "fair_share" : "strict")
+                }
             }
         }
         try await queue.setFairShare(true)
