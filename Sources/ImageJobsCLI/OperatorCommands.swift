@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ImageJobs
 import JobEngine
 import Postgres
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ImageJobs
 import JobEngine
 import Logging
 import Postgres
@@ -96,38 +97,9 @@ func parseUUID(_ text: String, field: String) throws -> UUID {
     return id
 }
 
-/// Prints a value as JSON. The engine's `group_id` is the image product's conversation, so it
-/// is printed as `conversation_id`, the name every other door of the product uses.
+/// Prints a value as the product's JSON (`conversation_id` for the engine's `group_id`).
 func printJSON(_ value: some Encodable) throws {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-    encoder.dateEncodingStrategy = .custom { date, encoder in
-        var c = encoder.singleValueContainer()
-        try c.encode(ISO8601.format(date))
-    }
-    let engineJSON = try JSONDecoder().decode(JSONValue.self, from: try encoder.encode(value))
-    print(String(decoding: try encoder.encode(productNames(engineJSON)), as: UTF8.self))
-}
-
-private func productNames(_ value: JSONValue) -> JSONValue {
-    switch value {
-    case .object(let o):
-        return .object(Dictionary(uniqueKeysWithValues: o.map { ($0.key == "group_id" ? "conversation_id" : $0.key, productNames($0.value)) }))
-    case .array(let a):
-        return .array(a.map(productNames))
-    default:
-        return value
-    }
-}
-
-enum ISO8601 {
-    static func format(_ date: Date) -> String {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "UTC")
-        f.dateFormat = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
-        return f.string(from: date)
-    }
+    print(String(decoding: try ProductJSON.encode(value), as: UTF8.self))
 }
 
 /// A plain text table.
