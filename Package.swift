@@ -25,6 +25,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
         .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.3"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         .systemLibrary(
@@ -69,13 +71,27 @@ let package = Package(
             ],
             swiftSettings: settings
         ),
-        // The `imagejobs` command line: migrate, submit, worker, report, bench, ….
+        // The HTTP API on the image product: routes, API keys, errors as JSON.
+        .target(
+            name: "ImageJobsServer",
+            dependencies: [
+                "Postgres",
+                "JobEngine",
+                "ImageJobs",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: settings
+        ),
+        // The `imagejobs` command line: migrate, submit, worker, serve, report, bench, ….
         .target(
             name: "ImageJobsCLI",
             dependencies: [
                 "Postgres",
                 "JobEngine",
                 "ImageJobs",
+                "ImageJobsServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -117,6 +133,11 @@ let package = Package(
         .testTarget(
             name: "ImageJobsTests",
             dependencies: ["ImageJobs", "JobEngine", "TestSupport"],
+            swiftSettings: settings
+        ),
+        .testTarget(
+            name: "ImageJobsServerTests",
+            dependencies: ["ImageJobsServer", "ImageJobs", "JobEngine", "TestSupport"],
             swiftSettings: settings
         ),
         .testTarget(

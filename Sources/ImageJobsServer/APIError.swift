@@ -1,0 +1,58 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import ImageJobs
+import JobEngine
+
+/// An error answered as JSON: `{"error": message, "field": name?, "index": n?}`. Every route
+/// answers its failures through this one type, so clients meet one shape.
+struct APIError: Error {
+    var status: HTTPResponse.Status
+    var message: String
+    var field: String?
+    var index: Int?
+    var headers: HTTPFields = [:]
+
+    static func unauthorized() -> APIError {
+        APIError(
+            status: .unauthorized, message: "missing or unknown API key; send Authorization: Bearer <key> (imagejobs api-keys create)",
+            headers: [.wwwAuthenticate: "Bearer"])
+    }
+
+    static func forbidden(_ scope: APIScope) -> APIError {
+        APIError(status: .forbidden, message: "this API key lacks the \(scope.rawValue) scope")
+    }
+
+    static func badID(_ field: String) -> APIError {
+        APIError(status: .badRequest, message: "\(field) must be a UUID", field: field)
+    }
+
+    /// The queue's errors in HTTP terms: bad input 422, unknown 404, wrong state or key
+    /// conflict 409, database down 503. Other errors say only that the server failed (the log
+    /// has the detail): their text could name database internals.
+    static func from(_ error: any Error) -> APIError {
+        if let error = error as? APIError { return error }
+        if let error = error as? any HTTPResponseError, error.status == .contentTooLarge {
+            return APIError(status: .contentTooLarge, message: "the request body is larger than the server accepts")
+        }
+        guard let error = error as? JobQueueError else {
+            return APIError(status: .internalServerError, message: "the server failed to answer; its log says why")
+        }
+        switch error.code {
+        case .invalidInput: return APIError(status: .unprocessableContent, message: error.message, field: error.field, index: error.index)
+        case .notFound: return APIError(status: .notFound, message: error.message)
+        case .invalidState, .duplicate: return APIError(status: .conflict, message: error.message, field: error.field)
+        case .databaseUnavailable: return APIError(status: .serviceUnavailable, message: "the database is unavailable; try again shortly")
+        default: return APIError(status: .internalServerError, message: "the server failed to answer; its log says why")
+        }
+    }
+
+    var response: Response {
+        var body: [String: JSONValue] = ["error": .string(message)]
+        if let field { body["field"] = .string(field) }
+        if let index { body["index"] = .number(Double(index)) }
+        var response = (try? APIServer.json(JSONValue.object(body), status: status)) ?? Response(status: status)
+        response.headers.append(contentsOf: headers)
+        return response
+    }
+}

@@ -1,0 +1,213 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import ImageJobs
+import JobEngine
+import Logging
+
+/// `imagejobs serve`: the versioned JSON API over the image queue. Every route authenticates
+/// its API key first, reads at most `maxBodyBytes` of body, and answers failures as
+/// ``APIError`` JSON; submits go through the same validation as the CLI and `submit_job`.
+public struct APIServer: Sendable {
+    let queue: JobQueue
+    let keys: APIKeys
+    let logger: Logger
+    let maxBodyBytes: Int
+
+    /// - Parameter maxBodyBytes: larger bodies are refused (413) before they are parsed; the
+    ///   default takes a 10,000-job batch with long prompts.
+    public init(queue: JobQueue, logger: Logger, maxBodyBytes: Int = 8 << 20) {
+        self.queue = queue
+        self.keys = APIKeys(pool: queue.pool)
+        self.logger = logger
+        self.maxBodyBytes = maxBodyBytes
+    }
+
+    /// Serves until SIGTERM or SIGINT (or until the calling task is cancelled), finishing the
+    /// requests in flight. `onRunning` gets the bound port (port 0 picks a free one).
+    public func run(host: String, port: Int, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        try await application(host: host, port: port, onRunning: onRunning).runService()
+    }
+
+    func application(
+        host: String, port: Int, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) -> some ApplicationProtocol {
+        let router = Router()
+        router.post("v1/jobs") { request, _ in await self.answer(request, .submit) { try await self.submitJob(request) } }
+        router.post("v1/batches") { request, _ in await self.answer(request, .submit) { try await self.submitBatch(request) } }
+        router.get("v1/jobs/:id") { request, context in
+            await self.answer(request, .read) { try await self.job(try Self.id(context, "id")) }
+        }
+        router.get("v1/jobs/:id/image") { request, context in
+            await self.answer(request, .read) { try await self.image(try Self.id(context, "id"), request) }
+        }
+        router.post("v1/jobs/:id/cancel") { request, context in
+            await self.answer(request, .submit) { try await self.cancel(try Self.id(context, "id")) }
+        }
+        router.post("v1/jobs/:id/retry") { request, context in
+            await self.answer(request, .submit) { try await self.retry(try Self.id(context, "id")) }
+        }
+        router.get("v1/batches/:id") { request, context in
+            await self.answer(request, .read) { try Self.json(try await self.queue.batch(try Self.id(context, "id"))) }
+        }
+        router.get("v1/conversations/:id/jobs") { request, context in
+            await self.answer(request, .read) { try await self.conversationJobs(try Self.id(context, "id"), request) }
+        }
+        return Application(
+            router: router,
+            configuration: .init(address: .hostname(host, port: port), serverName: "imagejobs"),
+            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) },
+            logger: logger)
+    }
+
+    // MARK: Routes
+
+    /// `POST /v1/jobs`: one batch-file item; `Idempotency-Key` names it (as `idempotency_key`
+    /// does). 201 with the new job, 200 with the earlier one for a key already used.
+    func submitJob(_ request: Request) async throws -> Response {
+        var item = try await body(request)
+        if let key = request.headers[.idempotencyKey] {
+            guard case .object(var fields) = item else { throw JobQueueError(.invalidInput, "a job must be a JSON object") }
+            if let given = fields["idempotency_key"], given != .null, given != .string(key) {
+                throw JobQueueError(.invalidInput, "idempotency_key differs from the Idempotency-Key header; give one", field: "idempotency_key")
+            }
+            fields["idempotency_key"] = .string(key)
+            item = .object(fields)
+        }
+        let (job, created) = try await queue.submit(try ImageJob.spec(item: item))
+        return try Self.json(try await document(job), status: created ? .created : .ok, location: "/v1/jobs/\(job.id.lowercasedString)")
+    }
+
+    /// `POST /v1/batches`: a JSON array of items of one conversation, all or nothing;
+    /// `Idempotency-Key` names the batch.
+    func submitBatch(_ request: Request) async throws -> Response {
+        guard case .array(let items) = try await body(request) else {
+            throw JobQueueError(.invalidInput, "a batch is a JSON array of jobs", field: "jobs")
+        }
+        let (specs, conversation) = try ImageJob.batch(items: items)
+        let submitted = try await queue.submitBatch(specs, groupID: conversation, idempotencyKey: request.headers[.idempotencyKey])
+        return try Self.json(
+            submitted, status: submitted.created ? .created : .ok, location: "/v1/batches/\(submitted.batchID.lowercasedString)")
+    }
+
+    /// `GET /v1/jobs/{id}`: the job, its attempts' errors, its position and ETA (and why it
+    /// waits) while pending, and its result's metadata once stored.
+    func job(_ id: UUID) async throws -> Response {
+        try Self.json(try await document(try await queue.job(id)))
+    }
+
+    /// `GET /v1/jobs/{id}/image`: the stored result's bytes, with its SHA-256 as the ETag.
+    func image(_ id: UUID, _ request: Request) async throws -> Response {
+        guard let info = try await JobResults.info(id, pool: queue.pool) else {
+            _ = try await queue.job(id)  // 404 for an unknown job, before saying it has no image
+            throw APIError(status: .notFound, message: "job \(id.lowercasedString) has no stored image (yet)")
+        }
+        let etag = "\"\(info.sha256)\""
+        if request.headers[.ifNoneMatch]?.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == etag }) == true {
+            return Response(status: .notModified, headers: [.eTag: etag])
+        }
+        guard let bytes = try await JobResults.bytes(id, pool: queue.pool) else {
+            throw APIError(status: .notFound, message: "job \(id.lowercasedString) has no stored image (yet)")
+        }
+        return Response(
+            status: .ok, headers: [.contentType: info.contentType, .eTag: etag, .cacheControl: "private, max-age=31536000, immutable"],
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    /// `POST /v1/jobs/{id}/cancel`: 200 with the status it had; 409 once it has finished.
+    func cancel(_ id: UUID) async throws -> Response {
+        let was = try await queue.cancel(id)
+        return try Self.json(JSONValue.object(["id": .string(id.lowercasedString), "status": "cancelled", "was": .string(was.rawValue)]))
+    }
+
+    /// `POST /v1/jobs/{id}/retry`: a job in error goes back to the queue with a fresh retry
+    /// budget; 409 for any other state.
+    func retry(_ id: UUID) async throws -> Response {
+        try await queue.retry(id)
+        return try Self.json(try await document(try await queue.job(id)))
+    }
+
+    /// `GET /v1/conversations/{id}/jobs?status=&limit=`: newest first.
+    func conversationJobs(_ id: UUID, _ request: Request) async throws -> Response {
+        let query = request.uri.queryParameters
+        var status: JobStatus?
+        if let text = query["status"] {
+            guard let s = JobStatus(rawValue: String(text)) else {
+                throw JobQueueError(
+                    .invalidInput, "status must be one of \(JobStatus.allCases.map(\.rawValue).joined(separator: ", "))", field: "status")
+            }
+            status = s
+        }
+        var limit = 50
+        if let text = query["limit"] {
+            guard let n = Int(text) else { throw JobQueueError(.invalidInput, "limit must be an integer between 1 and 10000", field: "limit") }
+            limit = n
+        }
+        return try Self.json(JSONValue.object(["jobs": try ProductJSON.value(try await queue.list(groupID: id, status: status, limit: limit))]))
+    }
+
+    // MARK: Parts
+
+    /// A job as the API shows it: its fields, plus `position` while pending, `result` once
+    /// stored, and `links`.
+    func document(_ job: Job) async throws -> JSONValue {
+        guard case .object(var doc) = try ProductJSON.value(job) else { return try ProductJSON.value(job) }
+        if job.status == .pending {
+            let p = try await queue.position(job.id)
+            if case .object(var position) = try ProductJSON.value(p) {
+                position["id"] = nil
+                position["status"] = nil
+                doc["position"] = .object(position)
+            }
+        }
+        doc["result"] = try ProductJSON.value(try await JobResults.info(job.id, pool: queue.pool))
+        let path = "/v1/jobs/\(job.id.lowercasedString)"
+        doc["links"] = .object(["self": .string(path), "image": .string(path + "/image"), "cancel": .string(path + "/cancel")])
+        return .object(doc)
+    }
+
+    /// The request's JSON body: at most `maxBodyBytes` (413 beyond, before any parsing), then
+    /// valid JSON (400 otherwise).
+    func body(_ request: Request) async throws -> JSONValue {
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > maxBodyBytes {
+            throw APIError(status: .contentTooLarge, message: "the request body is \(length) bytes; at most \(maxBodyBytes) are accepted")
+        }
+        let buffer = try await request.body.collect(upTo: maxBodyBytes)
+        guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(buffer.readableBytesView)) else {
+            throw APIError(status: .badRequest, message: "the request body is not valid JSON")
+        }
+        return value
+    }
+
+    /// Authenticates, checks the scope, runs the route and turns any failure into JSON.
+    func answer(_ request: Request, _ scope: APIScope, _ route: () async throws -> Response) async -> Response {
+        do {
+            guard let header = request.headers[.authorization], header.hasPrefix("Bearer "),
+                let scopes = try await keys.scopes(ofKey: String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces))
+            else { throw APIError.unauthorized() }
+            guard scope.isGranted(by: scopes) else { throw APIError.forbidden(scope) }
+            return try await route()
+        } catch {
+            let answer = APIError.from(error)
+            if answer.status.code >= 500 {
+                logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            }
+            return answer.response
+        }
+    }
+
+    static func id(_ context: some RequestContext, _ name: String) throws -> UUID {
+        guard let text = context.parameters.get(name), let id = UUID(uuidString: text) else { throw APIError.badID(name) }
+        return id
+    }
+
+    static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok, location: String? = nil) throws -> Response {
+        var headers: HTTPFields = [.contentType: "application/json"]
+        if let location { headers[.location] = location }
+        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: try ProductJSON.encode(value))))
+    }
+}
+
+extension HTTPField.Name {
+    static let idempotencyKey = HTTPField.Name("Idempotency-Key")!
+}

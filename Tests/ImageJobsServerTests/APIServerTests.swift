@@ -1,0 +1,240 @@
+import Foundation
+import ImageJobs
+import ImageJobsServer
+import JobEngine
+import Postgres
+import TestSupport
+import Testing
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// The HTTP API over real sockets: a server on a free loopback port of its own, on a fresh
+/// schema, asked with URLSession.
+@Suite("the HTTP API")
+struct APIServerTests {
+    let conversation = UUID()
+
+    func item(_ extra: [String: JSONValue] = [:]) -> JSONValue {
+        .object(["conversation_id": .string(conversation.lowercasedString), "prompt": "a red fox in snow", "width": 64, "height": 64]
+            .merging(extra) { _, new in new })
+    }
+
+    @Test("no key, an unknown or a revoked key: 401; a read key cannot submit: 403; keys are stored only as hashes")
+    func authentication() async throws {
+        try await withServer { api, schema, _ in
+            let (readKey, _) = try await api.keys.create(name: "reader", scopes: [.read])
+            let (submitKey, submitInfo) = try await api.keys.create(name: "backend", scopes: [.submit])
+
+            let anonymous = try await api.send("POST", "/v1/jobs", json: item(), key: nil)
+            #expect(anonymous.status == 401)
+            #expect(anonymous.headers["Www-Authenticate"] == "Bearer" || anonymous.headers["WWW-Authenticate"] == "Bearer")
+            #expect(try await api.send("POST", "/v1/jobs", json: item(), key: "ijk_" + String(repeating: "0", count: 48)).status == 401)
+            #expect(try await api.send("POST", "/v1/jobs", json: item(), key: "not-a-key").status == 401)
+
+            let denied = try await api.send("POST", "/v1/jobs", json: item(), key: readKey)
+            #expect(denied.status == 403)
+            #expect(denied.json["error"]?.stringValue?.contains("submit scope") == true)
+            #expect(try await schema.pool.int("SELECT count(*)::int FROM jobs") == 0)
+
+            #expect(try await api.send("POST", "/v1/jobs", json: item(), key: submitKey).status == 201)
+            #expect(try await api.keys.revoke(prefix: submitInfo.prefix))
+            #expect(try await api.send("POST", "/v1/jobs", json: item(), key: submitKey).status == 401)
+
+            // Neither key appears in the table, whole or as its secret part.
+            for key in [readKey, submitKey] {
+                let found = try await schema.pool.int("""
+                    SELECT count(*)::int FROM api_keys k
+                    WHERE position(\(String(key.dropFirst(4))) IN k::text) > 0 OR position(\(key) IN k::text) > 0
+                    """)
+                #expect(found == 0)
+            }
+        }
+    }
+
+    @Test("POST /v1/jobs makes the job (201, Location, position); the same Idempotency-Key returns it (200); GET shows it")
+    func submitAndRead() async throws {
+        try await withServer { api, _, queue in
+            let (key, _) = try await api.keys.create(name: "backend", scopes: [.submit])
+            let created = try await api.send("POST", "/v1/jobs", json: item(["priority": "high"]), key: key, headers: ["Idempotency-Key": "msg-1"])
+            #expect(created.status == 201)
+            let id = try #require(created.json["id"]?.stringValue.flatMap(UUID.init(uuidString:)))
+            #expect(created.headers["Location"] == "/v1/jobs/\(id.lowercasedString)")
+            #expect(created.json["conversation_id"]?.stringValue == conversation.lowercasedString)
+            #expect(created.json["status"]?.stringValue == "pending")
+            #expect(created.json["position"]?["position"]?.intValue == 0)
+
+            let again = try await api.send("POST", "/v1/jobs", json: item(["priority": "high"]), key: key, headers: ["Idempotency-Key": "msg-1"])
+            #expect(again.status == 200)
+            #expect(again.json["id"]?.stringValue == id.lowercasedString)
+            #expect(try await queue.list(groupID: conversation).count == 1)
+
+            let conflicting = try await api.send(
+                "POST", "/v1/jobs", json: item(["idempotency_key": "other"]), key: key, headers: ["Idempotency-Key": "msg-1"])
+            #expect(conflicting.status == 422)
+            #expect(conflicting.json["field"]?.stringValue == "idempotency_key")
+
+            let second = try await api.send("POST", "/v1/jobs", json: item(), key: key)
+            #expect(second.json["position"]?["position"]?.intValue == 1, "behind the high-priority job")
+
+            let read = try await api.send("GET", "/v1/jobs/\(id.lowercasedString)", key: key)
+            #expect(read.status == 200)
+            #expect(read.json["priority"]?.stringValue == "high")
+            #expect(read.json["params"]?["prompt"]?.stringValue == "a red fox in snow")
+            #expect(read.json["result"] == .null)
+            #expect(try await api.send("GET", "/v1/jobs/\(UUID().lowercasedString)", key: key).status == 404)
+        }
+    }
+
+    @Test("bad input is refused naming the field (and the item of a batch), with 400, 413 or 422, and nothing is written")
+    func badInput() async throws {
+        try await withServer(maxBodyBytes: 4_096) { api, schema, _ in
+            let (key, _) = try await api.keys.create(name: "backend", scopes: [.submit])
+            let cases: [(JSONValue, String)] = [
+                (item(["conversation_id": "not-a-uuid"]), "conversation_id"),
+                (item(["width": 7]), "width"),
+                (item(["priority": "urgent"]), "priority"),
+                (item(["colour": "red"]), "colour"),
+                (item(["run_at": "tomorrow"]), "run_at"),
+                (.object(["prompt": "x"]), "conversation_id"),
+            ]
+            for (body, field) in cases {
+                let answer = try await api.send("POST", "/v1/jobs", json: body, key: key)
+                #expect(answer.status == 422, "\(field)")
+                #expect(answer.json["field"]?.stringValue == field)
+            }
+            let batch = try await api.send("POST", "/v1/batches", json: .array([item(), item(["steps": 0])]), key: key)
+            #expect(batch.status == 422)
+            #expect(batch.json["field"]?.stringValue == "steps")
+            #expect(batch.json["index"]?.intValue == 1)
+            #expect(try await api.send("POST", "/v1/batches", json: item(), key: key).status == 422, "a batch is an array")
+
+            let malformed = try await api.send("POST", "/v1/jobs", body: Data("{\"prompt\": ".utf8), key: key)
+            #expect(malformed.status == 400)
+            #expect(malformed.json["error"]?.stringValue?.contains("not valid JSON") == true)
+
+            let large = try await api.send("POST", "/v1/jobs", json: item(["prompt": .string(String(repeating: "fox ", count: 2_000))]), key: key)
+            #expect(large.status == 413)
+            #expect(try await api.send("GET", "/v1/jobs/nope", key: key).json["field"]?.stringValue == "id")
+
+            #expect(try await schema.pool.int("SELECT count(*)::int FROM jobs") == 0)
+            #expect(try await schema.pool.int("SELECT count(*)::int FROM batches") == 0)
+        }
+    }
+
+    @Test("batches, a batch's progress, cancel (409 once finished), retry (of a job in error only) and a conversation's jobs")
+    func batchesCancelRetry() async throws {
+        try await withServer { api, schema, _ in
+            let (key, _) = try await api.keys.create(name: "backend", scopes: [.submit])
+            let created = try await api.send("POST", "/v1/batches", json: .array([item(), item(), item()]), key: key, headers: ["Idempotency-Key": "b1"])
+            #expect(created.status == 201)
+            let batchID = try #require(created.json["batch_id"]?.stringValue)
+            let ids = (created.json["job_ids"]?.arrayValue ?? []).compactMap { $0.stringValue }
+            try #require(ids.count == 3)
+            let replay = try await api.send("POST", "/v1/batches", json: .array([item(), item(), item()]), key: key, headers: ["Idempotency-Key": "b1"])
+            #expect(replay.status == 200)
+            #expect(replay.json["batch_id"]?.stringValue == batchID)
+
+            let progress = try await api.send("GET", "/v1/batches/\(batchID)", key: key)
+            #expect(progress.json["total"]?.intValue == 3)
+            #expect(progress.json["counts"]?["pending"]?.intValue == 3)
+
+            let cancelled = try await api.send("POST", "/v1/jobs/\(ids[0])/cancel", key: key)
+            #expect(cancelled.status == 200)
+            #expect(cancelled.json["was"]?.stringValue == "pending")
+            #expect(try await api.send("POST", "/v1/jobs/\(ids[0])/cancel", key: key).status == 409)
+            #expect(try await api.send("POST", "/v1/jobs/\(ids[1])/retry", key: key).status == 409, "a pending job is not retried")
+
+            try await JobFactory(schema.pool).finish([try #require(UUID(uuidString: ids[1]))], as: .error)
+            let retried = try await api.send("POST", "/v1/jobs/\(ids[1])/retry", key: key)
+            #expect(retried.status == 200)
+            #expect(retried.json["status"]?.stringValue == "pending")
+
+            let listed = try await api.send("GET", "/v1/conversations/\(conversation.lowercasedString)/jobs?status=pending", key: key)
+            #expect(listed.json["jobs"]?.arrayValue?.count == 2)
+            let bogus = try await api.send("GET", "/v1/conversations/\(conversation.lowercasedString)/jobs?status=done", key: key)
+            #expect(bogus.status == 422)
+            #expect(bogus.json["field"]?.stringValue == "status")
+        }
+    }
+
+    @Test("the image route serves the stored bytes with their SHA-256 as ETag, 304 for If-None-Match, 404 before")
+    func image() async throws {
+        try await withServer { api, schema, queue in
+            let (key, _) = try await api.keys.create(name: "viewer", scopes: [.read])
+            let (job, _) = try await queue.submit(try ImageJob.spec(item: item()))
+            let path = "/v1/jobs/\(job.id.lowercasedString)/image"
+            #expect(try await api.send("GET", path, key: key).status == 404)
+
+            let png = try PNG.encodeRGB(width: 2, height: 1, pixels: [255, 0, 0, 0, 0, 255])
+            try await schema.pool.withConnection { connection in
+                try await JobResults.store(
+                    JobResultRecord(jobID: job.id, contentType: "image/png", bytes: png, backend: "test", generationMilliseconds: 1),
+                    on: connection)
+            }
+            let served = try await api.send("GET", path, key: key)
+            #expect(served.status == 200)
+            #expect(served.headers["Content-Type"] == "image/png")
+            #expect([UInt8](served.body) == png)
+            let etag = try #require(served.headers["Etag"] ?? served.headers["ETag"])
+            #expect(etag == "\"\(SHA256.hex(png))\"")
+            #expect(try await api.send("GET", path, key: key, headers: ["If-None-Match": etag]).status == 304)
+            #expect(try await api.send("GET", "/v1/jobs/\(UUID().lowercasedString)/image", key: key).status == 404)
+        }
+    }
+}
+
+/// A running server on a fresh schema, and a client for it.
+struct APIClient: Sendable {
+    let base: String
+    let keys: APIKeys
+
+    struct Answer {
+        var status: Int
+        var headers: [String: String]
+        var body: Data
+        var json: JSONValue { (try? JSONDecoder().decode(JSONValue.self, from: body)) ?? .null }
+    }
+
+    func send(_ method: String, _ path: String, json: JSONValue, key: String?, headers: [String: String] = [:]) async throws -> Answer {
+        try await send(method, path, body: try JSONEncoder().encode(json), key: key, headers: headers)
+    }
+
+    func send(_ method: String, _ path: String, body: Data? = nil, key: String?, headers: [String: String] = [:]) async throws -> Answer {
+        var request = URLRequest(url: URL(string: base + path)!)
+        request.httpMethod = method
+        request.httpBody = body
+        if body != nil { request.setValue("application/json", forHTTPHeaderField: "Content-Type") }
+        if let key { request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization") }
+        for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let http = response as! HTTPURLResponse
+        var fields: [String: String] = [:]
+        for (name, value) in http.allHeaderFields { fields["\(name)"] = "\(value)" }
+        return Answer(status: http.statusCode, headers: fields, body: data)
+    }
+}
+
+func withServer(
+    maxBodyBytes: Int = 1 << 20, _ body: (APIClient, TestSchema, JobQueue) async throws -> Void
+) async throws {
+    try await TestDatabase.withMigratedSchema { schema, queue in
+        let server = APIServer(queue: queue, logger: TestLog.quiet, maxBodyBytes: maxBodyBytes)
+        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        let task = Task { try await server.run(host: "127.0.0.1", port: 0) { continuation.yield($0) } }
+        defer { task.cancel() }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw CancellationError() }
+        try await body(APIClient(base: "http://127.0.0.1:\(port)", keys: APIKeys(pool: queue.pool)), schema, queue)
+        task.cancel()
+        _ = await task.result
+    }
+}
+
+extension JSONValue {
+    var arrayValue: [JSONValue]? {
+        if case .array(let a) = self { return a }
+        return nil
+    }
+}

@@ -1,0 +1,2 @@
+-- 0018 api_keys, reverted: the HTTP API's keys are gone.
+DROP TABLE api_keys;
