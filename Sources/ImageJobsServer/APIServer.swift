@@ -4,6 +4,7 @@ import Hummingbird
 import ImageJobs
 import JobEngine
 import Logging
+import ServiceLifecycle
 
 /// `imagejobs serve`: the versioned JSON API over the image queue. Every route authenticates
 /// its API key first, reads at most `maxBodyBytes` of body, and answers failures as
@@ -32,6 +33,7 @@ public struct APIServer: Sendable {
     func application(
         host: String, port: Int, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
+        let feed = JobFeed(queue: queue, logger: logger)
         let router = Router()
         router.post("v1/jobs") { request, _ in await self.answer(request, .submit) { try await self.submitJob(request) } }
         router.post("v1/batches") { request, _ in await self.answer(request, .submit) { try await self.submitBatch(request) } }
@@ -53,11 +55,74 @@ public struct APIServer: Sendable {
         router.get("v1/conversations/:id/jobs") { request, context in
             await self.answer(request, .read) { try await self.conversationJobs(try Self.id(context, "id"), request) }
         }
-        return Application(
+        router.get("v1/jobs/:id/events") { request, context in
+            await self.answer(request, .read) {
+                let id = try Self.id(context, "id")
+                _ = try await self.queue.job(id)
+                return try Self.events(feed, .job(id), request)
+            }
+        }
+        router.get("v1/conversations/:id/events") { request, context in
+            await self.answer(request, .read) { try Self.events(feed, .conversation(try Self.id(context, "id")), request) }
+        }
+        var app = Application(
             router: router,
             configuration: .init(address: .hostname(host, port: port), serverName: "imagejobs"),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) },
             logger: logger)
+        app.addServices(feed)
+        return app
+    }
+
+    /// `GET /v1/jobs/{id}/events`, `GET /v1/conversations/{id}/events`: Server-Sent Events, one
+    /// `job` event per change (the job as `GET /v1/jobs/{id}` shows it, less `result` and
+    /// `links`), ids being the database time of the read. With `Last-Event-ID` a conversation's
+    /// stream also sends the jobs that finished since that time; a job's stream sends the job's
+    /// state first and ends after its final state.
+    static func events(_ feed: JobFeed, _ watch: Watch, _ request: Request) throws -> Response {
+        let since = request.headers[.lastEventID].flatMap { try? Date($0, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)) }
+        let endsWhenFinal: Bool
+        if case .job = watch { endsWhenFinal = true } else { endsWhenFinal = false }
+        let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-store", .init("X-Accel-Buffering")!: "no"]
+        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+            let (token, updates) = await feed.subscribe(watch, since: since)
+            do {
+                try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
+                // A server shutting down waits for its requests: an open stream ends then, or
+                // it would hold the shutdown forever.
+                try await withGracefulShutdownHandler {
+                    try await Self.send(updates, to: &writer, endsWhenFinal: endsWhenFinal)
+                } onGracefulShutdown: {
+                    Task { await feed.unsubscribe(token) }
+                }
+            } catch {
+                await feed.unsubscribe(token)
+                throw error
+            }
+            await feed.unsubscribe(token)
+            try await writer.finish(nil)
+        })
+    }
+
+    /// Writes each update's jobs as `job` events, and keep-alives as comments, until the feed
+    /// ends the stream (or, for one job, after its final state).
+    static func send(_ updates: AsyncStream<FeedUpdate>, to writer: inout any ResponseBodyWriter, endsWhenFinal: Bool) async throws {
+        stream: for await update in updates {
+            guard !update.jobs.isEmpty else {
+                try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                continue
+            }
+            for state in update.jobs {
+                var document = try ProductJSON.value(state.job)
+                if case .object(var fields) = document, let position = state.position {
+                    fields["position"] = try Self.position(position)
+                    document = .object(fields)
+                }
+                let data = String(decoding: try ProductJSON.encode(document), as: UTF8.self)
+                try await writer.write(ByteBuffer(string: "id: \(ISO8601.format(update.at))\nevent: job\ndata: \(data)\n\n"))
+                if endsWhenFinal && state.job.status.isFinal { break stream }
+            }
+        }
     }
 
     // MARK: Routes
@@ -152,14 +217,7 @@ public struct APIServer: Sendable {
     /// stored, and `links`.
     func document(_ job: Job) async throws -> JSONValue {
         guard case .object(var doc) = try ProductJSON.value(job) else { return try ProductJSON.value(job) }
-        if job.status == .pending {
-            let p = try await queue.position(job.id)
-            if case .object(var position) = try ProductJSON.value(p) {
-                position["id"] = nil
-                position["status"] = nil
-                doc["position"] = .object(position)
-            }
-        }
+        if job.status == .pending { doc["position"] = try Self.position(try await queue.position(job.id)) }
         doc["result"] = try ProductJSON.value(try await JobResults.info(job.id, pool: queue.pool))
         let path = "/v1/jobs/\(job.id.lowercasedString)"
         doc["links"] = .object(["self": .string(path), "image": .string(path + "/image"), "cancel": .string(path + "/cancel")])
@@ -196,6 +254,14 @@ public struct APIServer: Sendable {
         }
     }
 
+    /// A position as a job's `position` field (the job's id and status are the job's own).
+    static func position(_ position: QueuePosition) throws -> JSONValue {
+        guard case .object(var fields) = try ProductJSON.value(position) else { return .null }
+        fields["id"] = nil
+        fields["status"] = nil
+        return .object(fields)
+    }
+
     static func id(_ context: some RequestContext, _ name: String) throws -> UUID {
         guard let text = context.parameters.get(name), let id = UUID(uuidString: text) else { throw APIError.badID(name) }
         return id
@@ -210,4 +276,5 @@ public struct APIServer: Sendable {
 
 extension HTTPField.Name {
     static let idempotencyKey = HTTPField.Name("Idempotency-Key")!
+    static let lastEventID = HTTPField.Name("Last-Event-ID")!
 }

@@ -323,25 +323,59 @@ public final class JobQueue: Sendable {
             guard let row = try await pool.query(JobSQL.position(id: id)).first else {
                 throw JobQueueError(.notFound, "no job \(id.lowercasedString)", jobID: id)
             }
-            let status: JobStatus = try row.decode("status")
-            let rate: Double = try row.decode("per_second")
-            let waiting = try row.decode("wait_reason", as: String?.self).flatMap(JobWait.Reason.init(rawValue:)).map {
-                JobWait(reason: $0, until: try row.decode("wait_until"))
-            }
-            guard status == .pending, let position = try row.decode("position", as: Int?.self) else {
-                let eta = waiting?.until.map { max(0, $0.timeIntervalSinceNow) }
-                return QueuePosition(id: id, status: status, position: nil, aheadHigherPriority: nil, etaSeconds: eta, completionRate: rate, waiting: waiting)
-            }
-            let higher = max(0, try row.decode("ahead_higher", as: Int.self))
-            var eta = rate > 0 ? Double(max(0, position) + 1) / rate : nil
-            if let until = waiting?.until { eta = max(eta ?? 0, until.timeIntervalSinceNow) }
-            if waiting?.reason == .paused { eta = nil }
-            return QueuePosition(
-                id: id, status: status, position: max(0, position), aheadHigherPriority: higher, etaSeconds: eta, completionRate: rate,
-                waiting: waiting)
+            return try Self.decodePosition(row, id: id)
         } catch {
             throw JobQueueError.from(error, jobID: id)
         }
+    }
+
+    /// The positions of many jobs in one statement (for watchers of many jobs); unknown ids
+    /// are left out.
+    public func positions(_ ids: [UUID]) async throws -> [UUID: QueuePosition] {
+        guard !ids.isEmpty else { return [:] }
+        do {
+            var out: [UUID: QueuePosition] = [:]
+            for row in try await pool.query(JobSQL.positions(ids: ids)) {
+                let id: UUID = try row.decode("id")
+                out[id] = try Self.decodePosition(row, id: id)
+            }
+            return out
+        } catch {
+            throw JobQueueError.from(error)
+        }
+    }
+
+    /// The jobs watchers follow, in one statement: these jobs, and these groups' jobs that are
+    /// pending or running or finished after `finishedSince`; and the database's time of the
+    /// read (`nil` when nothing matched).
+    public func watched(ids: [UUID], groupIDs: [UUID], finishedSince: Date) async throws -> (jobs: [Job], readAt: Date?) {
+        guard !ids.isEmpty || !groupIDs.isEmpty else { return ([], nil) }
+        do {
+            let rows = try await pool.query(JobSQL.watched(ids: ids, groupIDs: groupIDs, finishedSince: finishedSince))
+            return (try rows.map(JobSQL.decodeJob), try rows.first?.decode("read_at", as: Date.self))
+        } catch {
+            throw JobQueueError.from(error)
+        }
+    }
+
+    /// A `job_position` row as a ``QueuePosition``, the ETA from the completion rate.
+    private static func decodePosition(_ row: PGRow, id: UUID) throws -> QueuePosition {
+        let status: JobStatus = try row.decode("status")
+        let rate: Double = try row.decode("per_second")
+        let waiting = try row.decode("wait_reason", as: String?.self).flatMap(JobWait.Reason.init(rawValue:)).map {
+            JobWait(reason: $0, until: try row.decode("wait_until"))
+        }
+        guard status == .pending, let position = try row.decode("position", as: Int?.self) else {
+            let eta = waiting?.until.map { max(0, $0.timeIntervalSinceNow) }
+            return QueuePosition(id: id, status: status, position: nil, aheadHigherPriority: nil, etaSeconds: eta, completionRate: rate, waiting: waiting)
+        }
+        let higher = max(0, try row.decode("ahead_higher", as: Int.self))
+        var eta = rate > 0 ? Double(max(0, position) + 1) / rate : nil
+        if let until = waiting?.until { eta = max(eta ?? 0, until.timeIntervalSinceNow) }
+        if waiting?.reason == .paused { eta = nil }
+        return QueuePosition(
+            id: id, status: status, position: max(0, position), aheadHigherPriority: higher, etaSeconds: eta, completionRate: rate,
+            waiting: waiting)
     }
 
     /// The position counted row by row (slow with a long queue; for checks).

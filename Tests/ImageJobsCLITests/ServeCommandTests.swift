@@ -43,7 +43,7 @@ struct ServeCommandTests {
         }
     }
 
-    @Test("serve answers on its port with the keys api-keys made, and stops cleanly on SIGTERM")
+    @Test("serve answers on its port with the keys api-keys made, and stops cleanly on SIGTERM with an event stream open")
     func serve() async throws {
         try await TestDatabase.withMigratedSchema { schema, queue in
             let cli = CLI(databaseURL: schema.connectionString)
@@ -68,8 +68,16 @@ struct ServeCommandTests {
             #expect(body["id"]?.stringValue == job.id.lowercasedString)
             #expect(body["conversation_id"]?.stringValue == conversation.lowercasedString)
 
+            // An open event stream must not hold the shutdown: the server ends it.
+            let stream = try EventStreamClient(
+                port: port, path: "/v1/conversations/\(conversation.lowercasedString)/events", headers: ["Authorization": "Bearer \(key)"])
+            var events = stream.events.makeAsyncIterator()
+            #expect(await stream.next(iterator: &events)?.event == "job")
+            let stopped = Date()
             server.terminate()
             await waitForExit(server)
+            #expect(Date().timeIntervalSince(stopped) < 10, "SIGTERM to exit")
+            #expect(await stream.next(timeout: .seconds(5), iterator: &events) == nil, "the stream ended with the server")
             #expect(server.terminationStatus == 0, "the server's stderr: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
         }
     }

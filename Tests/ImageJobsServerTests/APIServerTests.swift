@@ -187,8 +187,9 @@ struct APIServerTests {
 
 /// A running server on a fresh schema, and a client for it.
 struct APIClient: Sendable {
-    let base: String
+    let port: Int
     let keys: APIKeys
+    var base: String { "http://127.0.0.1:\(port)" }
 
     struct Answer {
         var status: Int
@@ -226,7 +227,7 @@ func withServer(
         defer { task.cancel() }
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next() else { throw CancellationError() }
-        try await body(APIClient(base: "http://127.0.0.1:\(port)", keys: APIKeys(pool: queue.pool)), schema, queue)
+        try await body(APIClient(port: port, keys: APIKeys(pool: queue.pool)), schema, queue)
         task.cancel()
         _ = await task.result
     }
@@ -236,5 +237,84 @@ extension JSONValue {
     var arrayValue: [JSONValue]? {
         if case .array(let a) = self { return a }
         return nil
+    }
+}
+
+@Suite("the HTTP API's event streams")
+struct EventStreamTests {
+    @Test("a job's stream sends its state with its position, then each change, and ends after its final state")
+    func jobStream() async throws {
+        try await withServer { api, _, queue in
+            let (key, _) = try await api.keys.create(name: "viewer", scopes: [.submit])
+            let conversation = UUID()
+            let (ahead, _) = try await queue.submit(try ImageJob.spec(conversationID: conversation, parameters: .init(prompt: "first", width: 64, height: 64)))
+            let (job, _) = try await queue.submit(try ImageJob.spec(conversationID: conversation, parameters: .init(prompt: "second", width: 64, height: 64)))
+
+            let unauthorized = try EventStreamClient(port: api.port, path: "/v1/jobs/\(job.id.lowercasedString)/events", headers: [:])
+            var none = unauthorized.events.makeAsyncIterator()
+            #expect(await unauthorized.next(timeout: .seconds(5), iterator: &none) == nil)
+            #expect(unauthorized.statusLine.contains("401"))
+
+            let stream = try EventStreamClient(
+                port: api.port, path: "/v1/jobs/\(job.id.lowercasedString)/events", headers: ["Authorization": "Bearer \(key)"])
+            var events = stream.events.makeAsyncIterator()
+            let first = try #require(await stream.next(iterator: &events))
+            #expect(stream.statusLine.contains("200"))
+            #expect(first.event == "job")
+            let state = try JSONValue.parse(first.data)
+            #expect(state["id"]?.stringValue == job.id.lowercasedString)
+            #expect(state["status"]?.stringValue == "pending")
+            #expect(state["position"]?["position"]?.intValue == 1)
+
+            // The job ahead leaves the queue: the position moves up.
+            _ = try await queue.cancel(ahead.id)
+            let moved = try #require(await stream.next(iterator: &events))
+            #expect(try JSONValue.parse(moved.data)["position"]?["position"]?.intValue == 0)
+
+            _ = try await api.send("POST", "/v1/jobs/\(job.id.lowercasedString)/cancel", key: key)
+            let last = try #require(await stream.next(iterator: &events))
+            #expect(try JSONValue.parse(last.data)["status"]?.stringValue == "cancelled")
+            #expect(await stream.next(timeout: .seconds(5), iterator: &events) == nil, "the stream ends after the final state")
+        }
+    }
+
+    @Test("a conversation's stream resumes with Last-Event-ID: jobs that finished while it was away are sent, older ones are not")
+    func conversationResumes() async throws {
+        try await withServer { api, schema, queue in
+            let (key, _) = try await api.keys.create(name: "viewer", scopes: [.read])
+            let conversation = UUID()
+            let path = "/v1/conversations/\(conversation.lowercasedString)/events"
+            let auth = ["Authorization": "Bearer \(key)"]
+            let spec = { (prompt: String) in try ImageJob.spec(conversationID: conversation, parameters: .init(prompt: prompt, width: 64, height: 64)) }
+
+            let early = try await queue.submit(try spec("finished before anyone watched")).job
+            try await JobFactory(schema.pool).finish([early.id], ago: .seconds(60))
+
+            let stream = try EventStreamClient(port: api.port, path: path, headers: auth)
+            var events = stream.events.makeAsyncIterator()
+            let a = try await queue.submit(try spec("a")).job
+            let b = try await queue.submit(try spec("b")).job
+            var seen: [String: String] = [:]
+            var lastID: String?
+            while seen.count < 2, let event = await stream.next(iterator: &events) {
+                let state = try JSONValue.parse(event.data)
+                seen[state["id"]?.stringValue ?? ""] = state["status"]?.stringValue
+                lastID = event.id
+            }
+            #expect(seen == [a.id.lowercasedString: "pending", b.id.lowercasedString: "pending"])
+            stream.disconnect()
+
+            try await JobFactory(schema.pool).finish([a.id])
+            let resumed = try EventStreamClient(port: api.port, path: path, headers: auth.merging(["Last-Event-ID": try #require(lastID)]) { $1 })
+            var resumedEvents = resumed.events.makeAsyncIterator()
+            var states: [String: String] = [:]
+            while states.count < 2, let event = await resumed.next(timeout: .seconds(5), iterator: &resumedEvents) {
+                let state = try JSONValue.parse(event.data)
+                states[state["id"]?.stringValue ?? ""] = state["status"]?.stringValue
+            }
+            #expect(states == [a.id.lowercasedString: "completed", b.id.lowercasedString: "pending"])
+            #expect(states[early.id.lowercasedString] == nil)
+            resumed.disconnect()
+        }
     }
 }

@@ -242,6 +242,22 @@ enum JobSQL: StatementCatalog {
         statement("SELECT \(unsafeSQL: jobColumns) FROM jobs j WHERE j.id = \(id)")
     }
 
+    /// The jobs a set of watchers follows, in one statement whatever their number: the given
+    /// jobs, and the groups' jobs that are pending or running or finished after `since`.
+    static func watched(ids: [UUID], groupIDs: [UUID], finishedSince since: Date) -> PGQuery {
+        statement("""
+            SELECT \(unsafeSQL: jobColumns), now() AS read_at FROM jobs j WHERE j.id = ANY(\(ids)::uuid[])
+            UNION
+            SELECT \(unsafeSQL: jobColumns), now() AS read_at FROM jobs j
+            WHERE j.group_id = ANY(\(groupIDs)::uuid[]) AND (j.status IN ('pending', 'running') OR j.finished_at > \(since))
+            """)
+    }
+
+    /// Queue positions of many jobs in one statement (`job_position` for each).
+    static func positions(ids: [UUID]) -> PGQuery {
+        statement("SELECT u.id, p.* FROM unnest(\(ids)::uuid[]) AS u(id), job_position(u.id) p")
+    }
+
     /// Jobs filtered by group, batch and status, newest first. Planned per call (not
     /// prepared) so each filter combination gets the plan of its index.
     static func list(groupID: UUID?, batchID: UUID?, status: JobStatus?, limit: Int) -> PGQuery {
