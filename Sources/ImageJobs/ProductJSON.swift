@@ -36,13 +36,13 @@ public enum ProductJSON {
     }
 }
 
-/// Times as the product prints them: ISO 8601, UTC, milliseconds.
+/// Times as the product prints them: ISO 8601, UTC, milliseconds (`2026-12-24T18:00:00.000Z`).
 public enum ISO8601 {
+    /// A value type, safe to share: a `DateFormatter` made per call cost a JSON response tens
+    /// of microseconds per date.
+    private static let style = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+
     public static func format(_ date: Date) -> String {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "UTC")
-        f.dateFormat = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
-        return f.string(from: date)
+        style.format(date)
     }
 }
