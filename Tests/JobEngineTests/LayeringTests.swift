@@ -31,9 +31,9 @@ struct LayeringTests {
         #expect(found.isEmpty, "\(found.joined(separator: "\n"))")
     }
 
-    @Test("each layer imports only the layers below it: Postgres → JobEngine → ImageJobs → ImageJobsCLI")
+    @Test("each layer imports only the layers below it: Postgres → JobEngine → ImageJobs → ImageJobsServer → ImageJobsCLI")
     func importsPointDown() throws {
-        let layers = ["Postgres", "JobEngine", "ImageJobs", "ImageJobsCLI"]
+        let layers = ["Postgres", "JobEngine", "ImageJobs", "ImageJobsServer", "ImageJobsCLI"]
         var wrong: [String] = []
         for (i, layer) in layers.enumerated() {
             let above = Set(layers[(i + 1)...])
