@@ -35,6 +35,9 @@ public struct APIServer: Sendable {
     ) -> some ApplicationProtocol {
         let feed = JobFeed(queue: queue, logger: logger)
         let router = Router()
+        router.get("openapi.json") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
+        }
         router.post("v1/jobs") { request, _ in await self.answer(request, .submit) { try await self.submitJob(request) } }
         router.post("v1/batches") { request, _ in await self.answer(request, .submit) { try await self.submitBatch(request) } }
         router.get("v1/jobs/:id") { request, context in

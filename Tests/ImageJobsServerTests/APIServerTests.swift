@@ -318,3 +318,64 @@ struct EventStreamTests {
         }
     }
 }
+
+@Suite("the HTTP API's OpenAPI document")
+struct OpenAPIDocumentTests {
+    @Test("/openapi.json lists every route; each operation, asked with and without a key, answers a status the document gives it")
+    func documentIsTrue() async throws {
+        try await withServer { api, _, queue in
+            let (key, _) = try await api.keys.create(name: "admin", scopes: [.admin])
+            let conversation = UUID()
+            let item: JSONValue = .object(["conversation_id": .string(conversation.lowercasedString), "prompt": "a fox", "width": 64, "height": 64])
+            let (job, _) = try await queue.submit(try ImageJob.spec(item: item))
+            let batch = try await queue.submitBatch([try ImageJob.spec(item: item)], groupID: conversation)
+
+            let served = try await api.send("GET", "/openapi.json", key: nil)
+            #expect(served.status == 200)
+            guard case .object(let paths)? = served.json["paths"] else {
+                Issue.record("no paths in /openapi.json")
+                return
+            }
+            #expect(served.json["openapi"]?.stringValue?.hasPrefix("3.") == true)
+            let documented = Set(paths.flatMap { path, ops in (ops.objectValue ?? [:]).keys.map { "\($0.uppercased()) \(path)" } })
+            #expect(documented == [
+                "POST /v1/jobs", "POST /v1/batches", "GET /v1/jobs/{id}", "GET /v1/jobs/{id}/image", "POST /v1/jobs/{id}/cancel",
+                "POST /v1/jobs/{id}/retry", "GET /v1/jobs/{id}/events", "GET /v1/batches/{id}", "GET /v1/conversations/{id}/jobs",
+                "GET /v1/conversations/{id}/events",
+            ])
+            for (path, operations) in paths {
+                for (method, operation) in operations.objectValue ?? [:] {
+                    let statuses = Set((operation["responses"]?.objectValue ?? [:]).keys.compactMap { Int($0) })
+                    let id = path.hasPrefix("/v1/batches/") ? batch.batchID : path.hasPrefix("/v1/conversations/") ? conversation : job.id
+                    let concrete = path.replacingOccurrences(of: "{id}", with: id.lowercasedString)
+                    let body: JSONValue? = method == "post" ? (path == "/v1/batches" ? .array([item]) : path == "/v1/jobs" ? item : nil) : nil
+                    for withKey in [true, false] {
+                        let status: Int
+                        if path.hasSuffix("/events") {
+                            let stream = try EventStreamClient(port: api.port, path: concrete, headers: withKey ? ["Authorization": "Bearer \(key)"] : [:])
+                            var events = stream.events.makeAsyncIterator()
+                            _ = await stream.next(timeout: .seconds(3), iterator: &events)
+                            stream.disconnect()
+                            status = Int(stream.statusLine.split(separator: " ").dropFirst().first ?? "") ?? 0
+                        } else {
+                            let answer = try await api.send(
+                                method.uppercased(), concrete, body: try body.map { try JSONEncoder().encode($0) }, key: withKey ? key : nil)
+                            status = answer.status
+                            // A route the server lacks would also be a 404, but not with the API's error shape.
+                            if status >= 400 { #expect(answer.json["error"]?.stringValue != nil, "\(method) \(path): \(status) without an error body") }
+                        }
+                        #expect(statuses.contains(status), "\(method.uppercased()) \(path) answered \(status), documented \(statuses.sorted())")
+                        #expect(withKey || status == 401)
+                    }
+                }
+            }
+        }
+    }
+}
+
+extension JSONValue {
+    var objectValue: [String: JSONValue]? {
+        if case .object(let o) = self { return o }
+        return nil
+    }
+}
