@@ -60,6 +60,16 @@ public protocol ImageGenerator: Sendable {
     var name: String { get }
     /// Draws one image. Honours task cancellation (the worker cancels at the job's deadline).
     func generate(_ request: ImageRequest) async throws -> GeneratedImage
+    /// Draws one image, reporting `step` of `total` as it goes (rows drawn, sampling steps)
+    /// as often as it likes: the worker writes at most one value a second. The default draws
+    /// without reporting.
+    func generate(_ request: ImageRequest, progress: @escaping @Sendable (_ step: Int, _ total: Int) -> Void) async throws -> GeneratedImage
+}
+
+extension ImageGenerator {
+    public func generate(_ request: ImageRequest, progress: @escaping @Sendable (_ step: Int, _ total: Int) -> Void) async throws -> GeneratedImage {
+        try await generate(request)
+    }
 }
 
 /// Runs `image.generate` jobs through a generator and stores the PNG with the completion.
@@ -89,7 +99,8 @@ public struct ImageJobHandler: JobHandler {
         let image: GeneratedImage
         do {
             image = try await generator.generate(
-                ImageRequest(jobID: job.id, attempt: job.attempt, parameters: parameters, remainingSeconds: claimed.remainingSeconds))
+                ImageRequest(jobID: job.id, attempt: job.attempt, parameters: parameters, remainingSeconds: claimed.remainingSeconds)
+            ) { step, total in context.reportProgress(step: step, of: total) }
         } catch let error as ImageGenerationError {
             throw error.asJobFailure
         }

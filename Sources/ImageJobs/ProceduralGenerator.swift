@@ -12,11 +12,18 @@ public struct ProceduralGenerator: ImageGenerator {
     public init() {}
 
     public func generate(_ request: ImageRequest) async throws -> GeneratedImage {
+        try await generate(request) { _, _ in }
+    }
+
+    /// Reports the rows drawn, every 32 rows.
+    public func generate(_ request: ImageRequest, progress: @escaping @Sendable (_ step: Int, _ total: Int) -> Void) async throws -> GeneratedImage {
         let p = request.parameters
         let flag = CancelFlag()
         let pixels: [UInt8]? = await withTaskCancellationHandler {
             await runBlocking(name: "procedural") {
-                Self.render(prompt: p.prompt, seed: p.seed ?? 0, width: p.width, height: p.height, cancelled: flag)
+                Self.render(prompt: p.prompt, seed: p.seed ?? 0, width: p.width, height: p.height, cancelled: flag) { rows in
+                    progress(rows, p.height)
+                }
             }
         } onCancel: {
             flag.set()
@@ -29,7 +36,9 @@ public struct ProceduralGenerator: ImageGenerator {
     }
 
     /// Renders RGB pixels; `nil` when cancelled part-way.
-    static func render(prompt: String, seed: Int64, width: Int, height: Int, cancelled: CancelFlag) -> [UInt8]? {
+    static func render(
+        prompt: String, seed: Int64, width: Int, height: Int, cancelled: CancelFlag, rowsDone: (Int) -> Void = { _ in }
+    ) -> [UInt8]? {
         var digest = SHA256.digest(Array("\(seed):\(prompt)".utf8))
         digest += SHA256.digest(digest)
         var cursor = 0
@@ -57,7 +66,10 @@ public struct ProceduralGenerator: ImageGenerator {
         var pixels = [UInt8](repeating: 0, count: width * height * 3)
         let ok = pixels.withUnsafeMutableBufferPointer { out -> Bool in
             for y in 0..<height {
-                if y % 32 == 0 && cancelled.isSet { return false }
+                if y % 32 == 0 {
+                    if cancelled.isSet { return false }
+                    rowsDone(y)
+                }
                 let t = Double(y) / Double(max(height - 1, 1))
                 let baseR = top.0 + (bottom.0 - top.0) * t
                 let baseG = top.1 + (bottom.1 - top.1) * t
@@ -82,6 +94,7 @@ public struct ProceduralGenerator: ImageGenerator {
                     out[i + 2] = UInt8(clamping: Int(b - wave * 0.5))
                 }
             }
+            rowsDone(height)
             return true
         }
         return ok ? pixels : nil

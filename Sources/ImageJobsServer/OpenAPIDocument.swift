@@ -90,6 +90,7 @@ enum OpenAPIDocument {
               "started_at": { "type": ["string", "null"], "format": "date-time" },
               "finished_at": { "type": ["string", "null"], "format": "date-time" },
               "error_message": { "type": ["string", "null"] },
+              "progress": { "type": ["object", "null"], "description": "The running attempt's step of total, written at most once a second.", "properties": { "step": { "type": "integer" }, "total": { "type": "integer" } } },
               "position": { "$ref": "#/components/schemas/Position" },
               "result": { "type": ["object", "null"] },
               "links": { "type": "object" }

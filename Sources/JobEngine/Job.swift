@@ -186,9 +186,12 @@ public struct Job: Sendable, Equatable, Codable {
     /// Every failed attempt's error, oldest first.
     public var errors: [AttemptError]
     public var idempotencyKey: String?
+    /// How far the running attempt's handler says it is (``JobContext/reportProgress(step:of:)``),
+    /// as of its worker's last write (at most a second old); `nil` before it reports.
+    public var progress: JobProgress? = nil
 
     enum CodingKeys: String, CodingKey {
-        case id, kind, params, priority, status, attempt, timeout, errors
+        case id, kind, params, priority, status, attempt, timeout, errors, progress
         case groupID = "group_id", batchID = "batch_id", retryCount = "retry_count"
         case maxRetries = "max_retries", nextAttemptAt = "next_attempt_at", workerID = "worker_id"
         case createdAt = "created_at", startedAt = "started_at", heartbeatAt = "heartbeat_at"
@@ -220,6 +223,18 @@ public struct Job: Sendable, Equatable, Codable {
         try c.encodeIfPresent(errorMessage, forKey: .errorMessage)
         try c.encode(errors, forKey: .errors)
         try c.encodeIfPresent(idempotencyKey, forKey: .idempotencyKey)
+        try c.encode(progress, forKey: .progress)
+    }
+}
+
+/// A running attempt's progress: `step` of `total` (rows drawn, sampling steps taken).
+public struct JobProgress: Sendable, Equatable, Codable {
+    public var step: Int
+    public var total: Int
+
+    public init(step: Int, total: Int) {
+        self.step = step
+        self.total = total
     }
 }
 
@@ -248,6 +263,7 @@ extension Job {
         errorMessage = try c.decodeIfPresent(String.self, forKey: .errorMessage)
         errors = try c.decode([AttemptError].self, forKey: .errors)
         idempotencyKey = try c.decodeIfPresent(String.self, forKey: .idempotencyKey)
+        progress = try c.decodeIfPresent(JobProgress.self, forKey: .progress)
     }
 }
 

@@ -17,6 +17,16 @@ public struct JobContext: Sendable {
     /// The worker's pool, for handlers that read or write the database themselves.
     public let pool: PGPool
     public let workerID: String
+    let progressSink: @Sendable (_ step: Int, _ total: Int) -> Void
+
+    /// Reports how far the attempt is: `step` of `total` (rows drawn, sampling steps). Call it
+    /// as often as you like: the worker keeps the latest value and writes its attempts'
+    /// progress at most once a second, in one statement, so a job costs at most one write a
+    /// second. A `total` below 1 is ignored; `step` is clamped to `0...total`.
+    public func reportProgress(step: Int, of total: Int) {
+        guard total >= 1 else { return }
+        progressSink(min(max(step, 0), total), total)
+    }
 }
 
 /// What a successful run returns.

@@ -29,6 +29,24 @@ struct GeneratorTests {
         #expect(PNG.inspect(broken) == nil)
     }
 
+    @Test("the procedural generator reports its rows as progress, rising to all of them")
+    func proceduralReportsRows() async throws {
+        final class Reports: @unchecked Sendable {
+            let lock = NSLock()
+            var values: [(Int, Int)] = []
+            func add(_ step: Int, _ total: Int) { lock.lock(); values.append((step, total)); lock.unlock() }
+        }
+        let reports = Reports()
+        _ = try await ProceduralGenerator().generate(request(ImageJobParameters(prompt: "a kite", width: 64, height: 200))) {
+            reports.add($0, $1)
+        }
+        let steps = reports.values.map(\.0)
+        #expect(steps.count > 2)
+        #expect(steps == steps.sorted())
+        #expect(reports.values.allSatisfy { $0.1 == 200 })
+        #expect(steps.last == 200)
+    }
+
     @Test("the same job renders the same bytes; different prompts and seeds differ")
     func proceduralIsDeterministic() async throws {
         let g = ProceduralGenerator()

@@ -66,6 +66,8 @@ struct SecurityTests {
                 ("SELECT * FROM admit_jobs(10)", [false, true, false]),
                 ("SELECT * FROM job_wait(\(job))", [true, false, false]),
                 ("SELECT * FROM job_position(\(job))", [true, false, false]),
+                // Progress (migration 0019): the worker's to write.
+                ("UPDATE jobs SET progress_step = 1, progress_total = 2 WHERE id = \(job)", [false, true, false]),
                 ("SELECT * FROM job_limits", [true, true, false]),
                 ("INSERT INTO job_limits (per_group) VALUES (1)", [false, false, false]),
                 ("INSERT INTO job_pauses (kind) VALUES ('x')", [false, false, false]),

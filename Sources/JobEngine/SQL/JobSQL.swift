@@ -14,7 +14,7 @@ enum JobSQL: StatementCatalog {
         j.id, j.group_id, j.batch_id, j.kind, j.params::text AS params, j.priority, j.status,
         j.retry_count, j.max_retries, j.attempt, (extract(epoch FROM j.timeout) * 1000)::bigint AS timeout_ms,
         j.next_attempt_at, j.worker_id, j.created_at, j.started_at, j.heartbeat_at, j.deadline_at,
-        j.finished_at, j.error_message, j.errors::text AS errors, j.idempotency_key
+        j.finished_at, j.error_message, j.errors::text AS errors, j.idempotency_key, j.progress_step, j.progress_total
         """
 
     static func decodeJob(_ row: PGRow) throws -> Job {
@@ -26,7 +26,10 @@ enum JobSQL: StatementCatalog {
             workerID: try row.decode("worker_id"), createdAt: try row.decode("created_at"), startedAt: try row.decode("started_at"),
             heartbeatAt: try row.decode("heartbeat_at"), deadlineAt: try row.decode("deadline_at"),
             finishedAt: try row.decode("finished_at"), errorMessage: try row.decode("error_message"),
-            errors: try attemptErrors(row), idempotencyKey: try row.decode("idempotency_key"))
+            errors: try attemptErrors(row), idempotencyKey: try row.decode("idempotency_key"),
+            progress: try row.decode("progress_step", as: Int?.self).flatMap { step in
+                try row.decode("progress_total", as: Int?.self).map { JobProgress(step: step, total: $0) }
+            })
     }
 
     /// A `jsonb` object column, read with the engine's own JSON reader (Foundation's decoder
@@ -366,7 +369,8 @@ enum JobSQL: StatementCatalog {
         ), claimed AS (
             UPDATE jobs j
             SET status = 'running', attempt = j.attempt + 1, worker_id = \(workerID),
-                started_at = now(), heartbeat_at = now(), deadline_at = now() + j.timeout
+                started_at = now(), heartbeat_at = now(), deadline_at = now() + j.timeout,
+                progress_step = NULL, progress_total = NULL
             FROM picked
             WHERE j.id = picked.id
             RETURNING \(unsafeSQL: jobColumns), extract(epoch FROM j.deadline_at - now())::float8 AS remaining_s,
@@ -464,6 +468,16 @@ enum JobSQL: StatementCatalog {
         FROM unnest(\(ids)::uuid[], \(attempts)::int[]) AS h(id, attempt)
         WHERE j.id = h.id AND j.attempt = h.attempt AND j.status = 'running' AND j.worker_id = \(workerID)
         RETURNING j.id
+        """)
+    }
+
+    /// Writes the progress of a worker's running attempts, one statement for all of them; an
+    /// attempt that is no longer this worker's running one writes nothing.
+    static func progress(workerID: String, ids: [UUID], attempts: [Int], steps: [Int], totals: [Int]) -> PGQuery {
+        statement("""
+        UPDATE jobs j SET progress_step = p.step, progress_total = p.total
+        FROM unnest(\(ids)::uuid[], \(attempts)::int[], \(steps)::int[], \(totals)::int[]) AS p(id, attempt, step, total)
+        WHERE j.id = p.id AND j.attempt = p.attempt AND j.status = 'running' AND j.worker_id = \(workerID)
         """)
     }
 

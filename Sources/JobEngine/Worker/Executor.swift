@@ -79,7 +79,9 @@ final class Executor: Sendable {
     @discardableResult
     private func finish(_ attempt: Admitted) async -> Outcome {
         let job = attempt.claimed.job
-        let context = JobContext(logger: attempt.logger, pool: pool, workerID: configuration.id)
+        let context = JobContext(logger: attempt.logger, pool: pool, workerID: configuration.id) { [state] step, total in
+            state.reportProgress(job.id, attempt: job.attempt, step: step, total: total)
+        }
         // The run joins the trace of the request that submitted the job.
         let submitter = JobTraceContext.context(attempt.claimed.traceContext, tracer: tracer)
         let outcome = await tracer.withSpan("job.run", context: submitter, ofKind: .consumer) { span in

@@ -31,6 +31,24 @@ extension Worker {
         }
     }
 
+    /// Writes the progress handlers reported, every second, in one statement for all running
+    /// attempts (so a job costs at most one write a second however often its handler reports).
+    func progressLoop() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(1))
+            let reported = state.takeProgress()
+            guard !reported.isEmpty else { continue }
+            do {
+                try await pool.query(JobSQL.progress(
+                    workerID: configuration.id, ids: reported.map(\.id), attempts: reported.map(\.attempt),
+                    steps: reported.map(\.step), totals: reported.map(\.total)))
+            } catch {
+                // Progress is advisory: the next report after the database is back is written.
+                logger.debug("progress write failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
     /// Ends attempts whose deadline passed (checked every 50 ms), cancelling their handlers.
     func deadlineLoop() async {
         while !Task.isCancelled {

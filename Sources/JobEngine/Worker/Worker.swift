@@ -83,6 +83,7 @@ public final class Worker: Service, Sendable {
                     group.addTask { await self.maintenance.loop() }
                 }
                 group.addTask { await self.deadlineLoop() }
+                group.addTask { await self.progressLoop() }
                 group.addTask { await self.metricsLoop(listener) }
                 if let listener {
                     group.addTask { await self.consume(listener) }

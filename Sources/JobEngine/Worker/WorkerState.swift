@@ -6,6 +6,8 @@ import Postgres
 final class WorkerState: @unchecked Sendable {
     private let lock = NSLock()
     private var running: [UUID: (attempt: Int, execution: Execution, deadline: ContinuousClock.Instant)] = [:]
+    /// The latest progress each running attempt reported that is not written yet.
+    private var unwrittenProgress: [UUID: (attempt: Int, step: Int, total: Int)] = [:]
     private var shuttingDown = false
     private var pendingWake = false
     private var waiter: (id: UInt64, continuation: CheckedContinuation<Void, Never>)?
@@ -60,9 +62,28 @@ final class WorkerState: @unchecked Sendable {
     func remove(_ id: UUID) {
         lock.lock()
         running[id] = nil
+        unwrittenProgress[id] = nil
         let count = running.count
         lock.unlock()
         metrics.slots(free: max(0, concurrency - count), running: count)
+    }
+
+    /// Keeps the latest progress of a running attempt, to be written by the progress loop.
+    func reportProgress(_ id: UUID, attempt: Int, step: Int, total: Int) {
+        lock.lock()
+        defer { lock.unlock() }
+        guard running[id]?.attempt == attempt else { return }
+        unwrittenProgress[id] = (attempt, step, total)
+    }
+
+    /// The progress reported since the last call, each attempt's latest.
+    func takeProgress() -> [(id: UUID, attempt: Int, step: Int, total: Int)] {
+        lock.lock()
+        defer {
+            unwrittenProgress.removeAll()
+            lock.unlock()
+        }
+        return unwrittenProgress.map { ($0.key, $0.value.attempt, $0.value.step, $0.value.total) }
     }
 
     func runningAttempts() -> [(UUID, Int)] {
