@@ -66,6 +66,9 @@ struct SecurityTests {
                 ("SELECT * FROM admit_jobs(10)", [false, true, false]),
                 ("SELECT * FROM job_wait(\(job))", [true, false, false]),
                 ("SELECT * FROM job_position(\(job))", [true, false, false]),
+                // API keys (migration 0018): the server checks them with the client's rights; only the owner makes them.
+                ("SELECT prefix FROM api_keys", [true, false, false]),
+                ("UPDATE api_keys SET revoked_at = now()", [false, false, false]),
                 // Progress (migration 0019): the worker's to write.
                 ("UPDATE jobs SET progress_step = 1, progress_total = 2 WHERE id = \(job)", [false, true, false]),
                 ("SELECT * FROM job_limits", [true, true, false]),
