@@ -272,8 +272,15 @@ struct EventStreamTests {
             #expect(try JSONValue.parse(moved.data)["position"]?["position"]?.intValue == 0)
 
             _ = try await api.send("POST", "/v1/jobs/\(job.id.lowercasedString)/cancel", key: key)
-            let last = try #require(await stream.next(iterator: &events))
-            #expect(try JSONValue.parse(last.data)["status"]?.stringValue == "cancelled")
+            // The final state arrives (after any change the feed saw before the cancel), then the stream ends.
+            var seen: [String] = []
+            while seen.last != "cancelled", seen.count < 5, let event = await stream.next(iterator: &events) {
+                let state = try JSONValue.parse(event.data)
+                #expect(state["id"]?.stringValue == job.id.lowercasedString)
+                seen.append(state["status"]?.stringValue ?? "?")
+            }
+            #expect(seen.last == "cancelled", "\(seen)")
+            #expect(seen.dropLast().allSatisfy { $0 == "pending" }, "\(seen)")
             #expect(await stream.next(timeout: .seconds(5), iterator: &events) == nil, "the stream ends after the final state")
         }
     }
