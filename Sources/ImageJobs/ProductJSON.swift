@@ -45,4 +45,9 @@ public enum ISO8601 {
     public static func format(_ date: Date) -> String {
         style.format(date)
     }
+
+    /// A time as ``format(_:)`` writes it (an event id a client sends back, say), or `nil`.
+    public static func parse(_ text: String) -> Date? {
+        try? style.parse(text)
+    }
 }

@@ -83,7 +83,7 @@ public struct APIServer: Sendable {
     /// stream also sends the jobs that finished since that time; a job's stream sends the job's
     /// state first and ends after its final state.
     static func events(_ feed: JobFeed, _ watch: Watch, _ request: Request) throws -> Response {
-        let since = request.headers[.lastEventID].flatMap { try? Date($0, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)) }
+        let since = request.headers[.lastEventID].flatMap(ISO8601.parse)
         let endsWhenFinal: Bool
         if case .job = watch { endsWhenFinal = true } else { endsWhenFinal = false }
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-store", .init("X-Accel-Buffering")!: "no"]
@@ -116,11 +116,7 @@ public struct APIServer: Sendable {
                 continue
             }
             for state in update.jobs {
-                var document = try ProductJSON.value(state.job)
-                if case .object(var fields) = document, let position = state.position {
-                    fields["position"] = try Self.position(position)
-                    document = .object(fields)
-                }
+                let document = JSONValue.object(try jobFields(state.job, position: state.position))
                 let data = String(decoding: try ProductJSON.encode(document), as: UTF8.self)
                 try await writer.write(ByteBuffer(string: "id: \(ISO8601.format(update.at))\nevent: job\ndata: \(data)\n\n"))
                 if endsWhenFinal && state.job.status.isFinal { break stream }
@@ -219,8 +215,7 @@ public struct APIServer: Sendable {
     /// A job as the API shows it: its fields, plus `position` while pending, `result` once
     /// stored, and `links`.
     func document(_ job: Job) async throws -> JSONValue {
-        guard case .object(var doc) = try ProductJSON.value(job) else { return try ProductJSON.value(job) }
-        if job.status == .pending { doc["position"] = try Self.position(try await queue.position(job.id)) }
+        var doc = try Self.jobFields(job, position: job.status == .pending ? try await queue.position(job.id) : nil)
         doc["result"] = try ProductJSON.value(try await JobResults.info(job.id, pool: queue.pool))
         let path = "/v1/jobs/\(job.id.lowercasedString)"
         doc["links"] = .object(["self": .string(path), "image": .string(path + "/image"), "cancel": .string(path + "/cancel")])
@@ -257,12 +252,16 @@ public struct APIServer: Sendable {
         }
     }
 
-    /// A position as a job's `position` field (the job's id and status are the job's own).
-    static func position(_ position: QueuePosition) throws -> JSONValue {
-        guard case .object(var fields) = try ProductJSON.value(position) else { return .null }
-        fields["id"] = nil
-        fields["status"] = nil
-        return .object(fields)
+    /// A job's fields as the API and its events show them, with its `position` when known
+    /// (less the position's `id` and `status`, which are the job's own).
+    static func jobFields(_ job: Job, position: QueuePosition?) throws -> [String: JSONValue] {
+        guard case .object(var fields) = try ProductJSON.value(job) else { return [:] }
+        if let position, case .object(var p) = try ProductJSON.value(position) {
+            p["id"] = nil
+            p["status"] = nil
+            fields["position"] = .object(p)
+        }
+        return fields
     }
 
     static func id(_ context: some RequestContext, _ name: String) throws -> UUID {
