@@ -25,7 +25,8 @@ public struct APIServer: Sendable {
     }
 
     /// Serves until SIGTERM or SIGINT (or until the calling task is cancelled), finishing the
-    /// requests in flight. `onRunning` gets the bound port (port 0 picks a free one).
+    /// requests in flight. `onRunning` gets the bound port (port 0 picks a free one) once the
+    /// server accepts connections.
     public func run(host: String, port: Int, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         try await application(host: host, port: port, onRunning: onRunning).runService()
     }
@@ -71,7 +72,10 @@ public struct APIServer: Sendable {
         var app = Application(
             router: router,
             configuration: .init(address: .hostname(host, port: port), serverName: "imagejobs"),
-            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) },
+            onServerRunning: { channel in
+                // No address: the channel closed as it opened (the server is already stopping).
+                if let bound = channel.localAddress?.port { await onRunning(bound) }
+            },
             logger: logger)
         app.addServices(feed)
         return app

@@ -86,9 +86,26 @@ actor JobFeed: Service {
     func run() async throws {
         let (wakes, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         self.wake = wake
-        let channel = try await queue.channel()
-        let listener = PGListener(configuration: queue.pool.configuration, channels: [channel], logger: logger)
-        let relay = Task { for await _ in listener { wake.yield() } }
+        // Ticks run from the start and a NOTIFY only makes the next one sooner, so a database
+        // that does not answer yet delays the LISTEN, never the server.
+        let relay = Task { [queue, logger] in
+            var channel: String?
+            while channel == nil, !Task.isCancelled {
+                do {
+                    channel = try await queue.channel()
+                } catch {
+                    logger.warning("event feed cannot look up its channel yet; retrying", metadata: ["error": "\(error)"])
+                    try? await Task.sleep(for: .seconds(1))
+                }
+            }
+            guard let channel else { return }
+            let listener = PGListener(configuration: queue.pool.configuration, channels: [channel], logger: logger)
+            await withTaskCancellationHandler {
+                for await _ in listener { wake.yield() }
+            } onCancel: {
+                listener.stop()
+            }
+        }
         let timer = Task { [tick] in
             while !Task.isCancelled {
                 try? await Task.sleep(for: tick)
@@ -105,7 +122,6 @@ actor JobFeed: Service {
         }
         timer.cancel()
         relay.cancel()
-        listener.stop()
         close()
     }
 

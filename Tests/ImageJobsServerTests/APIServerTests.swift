@@ -223,14 +223,24 @@ func withServer(
     try await TestDatabase.withMigratedSchema { schema, queue in
         let server = APIServer(queue: queue, logger: TestLog.quiet, maxBodyBytes: maxBodyBytes)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-        let task = Task { try await server.run(host: "127.0.0.1", port: 0) { continuation.yield($0) } }
+        let task = Task {
+            defer { continuation.finish() }
+            try await server.run(host: "127.0.0.1", port: 0) { continuation.yield($0) }
+        }
         defer { task.cancel() }
         var iterator = ports.makeAsyncIterator()
-        guard let port = await iterator.next() else { throw CancellationError() }
+        guard let port = await iterator.next() else {
+            try await task.value
+            throw ServerStoppedBeforeRunning()
+        }
         try await body(APIClient(port: port, keys: APIKeys(pool: queue.pool)), schema, queue)
         task.cancel()
         _ = await task.result
     }
+}
+
+struct ServerStoppedBeforeRunning: Error, CustomStringConvertible {
+    var description: String { "the API server stopped before it accepted connections" }
 }
 
 extension JSONValue {
