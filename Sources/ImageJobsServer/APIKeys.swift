@@ -81,7 +81,7 @@ public struct APIKeys: Sendable {
         else { return nil }
         let stored = [UInt8](try row.decode("sha256", as: Data.self))
         let given = SHA256.digest(Array(key.utf8))
-        guard stored.count == given.count, zip(stored, given).reduce(0, { $0 | ($1.0 ^ $1.1) }) == 0 else { return nil }
+        guard SHA256.constantTimeEqual(stored, given) else { return nil }
         return Set(try row.decode("scopes", as: [String].self).compactMap(APIScope.init(rawValue:)))
     }
 
