@@ -69,6 +69,7 @@ public struct APIServer: Sendable {
         router.get("v1/conversations/:id/events") { request, context in
             await self.answer(request, .read) { try Self.events(feed, .conversation(try Self.id(context, "id")), request) }
         }
+        Dashboard(queue: queue, keys: keys, feed: feed, maxBodyBytes: maxBodyBytes, logger: logger).register(on: router)
         var app = Application(
             router: router,
             configuration: .init(address: .hostname(host, port: port), serverName: "imagejobs"),
@@ -87,44 +88,17 @@ public struct APIServer: Sendable {
     /// stream also sends the jobs that finished since that time; a job's stream sends the job's
     /// state first and ends after its final state.
     static func events(_ feed: JobFeed, _ watch: Watch, _ request: Request) throws -> Response {
-        let since = request.headers[.lastEventID].flatMap(ISO8601.parse)
         let endsWhenFinal: Bool
         if case .job = watch { endsWhenFinal = true } else { endsWhenFinal = false }
-        let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-store", .init("X-Accel-Buffering")!: "no"]
-        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
-            let (token, updates) = await feed.subscribe(watch, since: since)
-            do {
-                try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
-                // A server shutting down waits for its requests: an open stream ends then, or
-                // it would hold the shutdown forever.
-                try await withGracefulShutdownHandler {
-                    try await Self.send(updates, to: &writer, endsWhenFinal: endsWhenFinal)
-                } onGracefulShutdown: {
-                    Task { await feed.unsubscribe(token) }
-                }
-            } catch {
-                await feed.unsubscribe(token)
-                throw error
-            }
-            await feed.unsubscribe(token)
-            try await writer.finish(nil)
-        })
-    }
-
-    /// Writes each update's jobs as `job` events, and keep-alives as comments, until the feed
-    /// ends the stream (or, for one job, after its final state).
-    static func send(_ updates: AsyncStream<FeedUpdate>, to writer: inout any ResponseBodyWriter, endsWhenFinal: Bool) async throws {
-        stream: for await update in updates {
-            guard !update.jobs.isEmpty else {
-                try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
-                continue
-            }
+        return feed.eventStream(watch, since: request.headers[.lastEventID].flatMap(ISO8601.parse)) { update in
+            var text = ""
             for state in update.jobs {
                 let document = JSONValue.object(try jobFields(state.job, position: state.position))
                 let data = String(decoding: try ProductJSON.encode(document), as: UTF8.self)
-                try await writer.write(ByteBuffer(string: "id: \(ISO8601.format(update.at))\nevent: job\ndata: \(data)\n\n"))
-                if endsWhenFinal && state.job.status.isFinal { break stream }
+                text += "id: \(ISO8601.format(update.at))\nevent: job\ndata: \(data)\n\n"
+                if endsWhenFinal && state.job.status.isFinal { return (text, true) }
             }
+            return (text, false)
         }
     }
 
@@ -239,11 +213,14 @@ public struct APIServer: Sendable {
         return value
     }
 
-    /// Authenticates, checks the scope, runs the route and turns any failure into JSON.
+    /// Authenticates, checks the scope, runs the route and turns any failure into JSON. A GET
+    /// may also authenticate with the dashboard's session cookie (its pages load images and
+    /// event streams from here); a POST never does, so no other site's page can act with it.
     func answer(_ request: Request, _ scope: APIScope, _ route: () async throws -> Response) async -> Response {
         do {
-            guard let header = request.headers[.authorization], header.hasPrefix("Bearer "),
-                let scopes = try await keys.scopes(ofKey: String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces))
+            let bearer = request.headers[.authorization].flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : nil }
+            let session = request.method == .get ? DashboardSession.key(request) : nil
+            guard let key = bearer ?? session, let scopes = try await keys.scopes(ofKey: key.trimmingCharacters(in: .whitespaces))
             else { throw APIError.unauthorized() }
             guard scope.isGranted(by: scopes) else { throw APIError.forbidden(scope) }
             return try await route()

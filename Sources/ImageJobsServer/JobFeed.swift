@@ -1,4 +1,6 @@
 import Foundation
+import HTTPTypes
+import Hummingbird
 import JobEngine
 import Logging
 import Postgres
@@ -8,6 +10,8 @@ import ServiceLifecycle
 enum Watch: Hashable, Sendable {
     case job(UUID)
     case conversation(UUID)
+    /// The whole queue at a glance (the dashboard's overview).
+    case overview
 }
 
 /// A job as a stream shows it: its row, and its position while pending.
@@ -25,16 +29,17 @@ struct JobState: Sendable {
 }
 
 /// What a stream is sent: the watched jobs that changed since it last heard, read at `at` (the
-/// database's clock; a reconnecting client sends it back as `Last-Event-ID`). An update with no
-/// jobs is a keep-alive.
+/// database's clock; a reconnecting client sends it back as `Last-Event-ID`), or the overview
+/// when it changed. An update with neither is a keep-alive.
 struct FeedUpdate: Sendable {
     var at: Date
     var jobs: [JobState]
+    var overview: QueueOverview? = nil
 }
 
 /// One feed of job state for every event stream of a server process. Each tick reads all
-/// watched jobs and conversations in one statement, and the positions of the pending ones in
-/// one more, whatever the number of streams; a NOTIFY on the queue's channel (a submit, on one
+/// watched jobs and conversations in one statement, the positions of the pending ones in one
+/// more, and the overview once if any stream shows it, whatever the number of streams; a NOTIFY on the queue's channel (a submit, on one
 /// LISTEN connection) starts the next tick at once. Each stream is sent only the jobs whose
 /// state changed since its last update, so a reconnecting client (Last-Event-ID) gets every job
 /// that finished meanwhile, and an idle stream costs nothing but a keep-alive.
@@ -44,6 +49,7 @@ actor JobFeed: Service {
         /// Jobs of a conversation that finished before this are not sent again.
         var since: Date
         var sent: [UUID: JobState] = [:]
+        var sentOverview: QueueOverview?
         var lastSent = ContinuousClock.now
         var continuation: AsyncStream<FeedUpdate>.Continuation
     }
@@ -154,32 +160,57 @@ actor JobFeed: Service {
         var ids: [UUID] = []
         var conversations: [UUID] = []
         var since = Date.distantFuture
+        var overviewWatched = false
         for stream in streams.values {
             switch stream.watch {
             case .job(let id): ids.append(id)
             case .conversation(let id):
                 conversations.append(id)
                 since = min(since, stream.since)
+            case .overview: overviewWatched = true
             }
         }
-        let jobs: [Job]
-        let readAt: Date
+        var jobs: [Job] = []
+        var readAt: Date?
         var positions: [UUID: QueuePosition] = [:]
+        var overview: QueueOverview?
         do {
-            let read = try await queue.watched(ids: ids, groupIDs: conversations, finishedSince: since)
-            jobs = read.jobs
-            readAt = read.readAt ?? Date()
-            positions = try await queue.positions(positioned(jobs, watchedIDs: Set(ids)))
+            if !ids.isEmpty || !conversations.isEmpty {
+                let read = try await queue.watched(ids: ids, groupIDs: conversations, finishedSince: since)
+                jobs = read.jobs
+                readAt = read.readAt
+                positions = try await queue.positions(positioned(jobs, watchedIDs: Set(ids)))
+            }
+            if overviewWatched {
+                overview = try await queue.overview()
+                readAt = readAt ?? overview?.readAt
+            }
         } catch {
             logger.warning("event feed read failed; retrying next tick", metadata: ["error": "\(error)"])
             return
         }
         let now = ContinuousClock.now
+        let at = readAt ?? Date()
         for (key, var stream) in streams {
+            if case .overview = stream.watch {
+                // Sent when a figure changed (not merely the time of the read), and in place of
+                // a keep-alive, so that the ages it shows never lag by more than that.
+                if let overview, !overview.sameFigures(as: stream.sentOverview) || now - stream.lastSent >= keepAlive {
+                    stream.continuation.yield(FeedUpdate(at: at, jobs: [], overview: overview))
+                    stream.sentOverview = overview
+                    stream.lastSent = now
+                } else if now - stream.lastSent >= keepAlive {
+                    stream.continuation.yield(FeedUpdate(at: at, jobs: []))
+                    stream.lastSent = now
+                }
+                streams[key] = stream
+                continue
+            }
             let mine = jobs.filter { job in
                 switch stream.watch {
                 case .job(let id): return job.id == id
                 case .conversation(let id): return job.groupID == id && (job.finishedAt.map { $0 > stream.since } ?? true)
+                case .overview: return false
                 }
             }
             var changed: [JobState] = []
@@ -191,10 +222,51 @@ actor JobFeed: Service {
             }
             stream.sent = sent
             if !changed.isEmpty || now - stream.lastSent >= keepAlive {
-                stream.continuation.yield(FeedUpdate(at: readAt, jobs: changed))
+                stream.continuation.yield(FeedUpdate(at: at, jobs: changed))
                 stream.lastSent = now
             }
             streams[key] = stream
         }
+    }
+}
+
+extension JobFeed {
+    /// A Server-Sent Events response that follows `watch`: `events` turns each update into the
+    /// text to send (nothing: a keep-alive comment is sent instead) and says whether the stream
+    /// is done. The stream also ends when the server shuts down, which would otherwise wait for
+    /// it forever.
+    nonisolated func eventStream(
+        _ watch: Watch, since: Date?, _ events: @escaping @Sendable (FeedUpdate) throws -> (text: String, done: Bool)
+    ) -> Response {
+        let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-store", .init("X-Accel-Buffering")!: "no"]
+        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+            let (token, updates) = await self.subscribe(watch, since: since)
+            do {
+                try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
+                try await withGracefulShutdownHandler {
+                    for await update in updates {
+                        let (text, done) = try events(update)
+                        try await writer.write(ByteBuffer(string: text.isEmpty ? ": keep-alive\n\n" : text))
+                        if done { break }
+                    }
+                } onGracefulShutdown: {
+                    Task { await self.unsubscribe(token) }
+                }
+            } catch {
+                await self.unsubscribe(token)
+                throw error
+            }
+            await self.unsubscribe(token)
+            try await writer.finish(nil)
+        })
+    }
+}
+
+extension QueueOverview {
+    /// Whether `other` shows the same figures and jobs, whenever it was read.
+    func sameFigures(as other: QueueOverview?) -> Bool {
+        guard var other else { return false }
+        other.readAt = readAt
+        return self == other
     }
 }

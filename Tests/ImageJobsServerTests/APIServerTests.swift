@@ -185,8 +185,25 @@ struct APIServerTests {
     }
 }
 
-/// A running server on a fresh schema, and a client for it.
+/// A running server on a fresh schema, and a client for it: it keeps no cookies and follows no
+/// redirects, so each test sees exactly what the server answered.
 struct APIClient: Sendable {
+    static let session: URLSession = {
+        let configuration = URLSessionConfiguration.ephemeral
+        configuration.httpCookieStorage = nil
+        configuration.httpShouldSetCookies = false
+        return URLSession(configuration: configuration, delegate: NoRedirects(), delegateQueue: nil)
+    }()
+
+    final class NoRedirects: NSObject, URLSessionTaskDelegate, Sendable {
+        func urlSession(
+            _ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse, newRequest request: URLRequest,
+            completionHandler: @escaping @Sendable (URLRequest?) -> Void
+        ) {
+            completionHandler(nil)
+        }
+    }
+
     let port: Int
     let keys: APIKeys
     var base: String { "http://127.0.0.1:\(port)" }
@@ -202,6 +219,16 @@ struct APIClient: Sendable {
         try await send(method, path, body: try JSONEncoder().encode(json), key: key, headers: headers)
     }
 
+    /// A form post, as a browser sends it.
+    func post(_ path: String, form: [String: String], cookie: String? = nil, headers: [String: String] = [:]) async throws -> Answer {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        let body = form.map { "\($0.key)=\($0.value.addingPercentEncoding(withAllowedCharacters: allowed)!)" }.joined(separator: "&")
+        var all = headers.merging(["Content-Type": "application/x-www-form-urlencoded"]) { $1 }
+        if let cookie { all["Cookie"] = cookie }
+        return try await send("POST", path, body: Data(body.utf8), key: nil, headers: all)
+    }
+
     func send(_ method: String, _ path: String, body: Data? = nil, key: String?, headers: [String: String] = [:]) async throws -> Answer {
         var request = URLRequest(url: URL(string: base + path)!)
         request.httpMethod = method
@@ -209,7 +236,7 @@ struct APIClient: Sendable {
         if body != nil { request.setValue("application/json", forHTTPHeaderField: "Content-Type") }
         if let key { request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization") }
         for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
-        let (data, response) = try await URLSession.shared.data(for: request)
+        let (data, response) = try await Self.session.data(for: request)
         let http = response as! HTTPURLResponse
         var fields: [String: String] = [:]
         for (name, value) in http.allHeaderFields { fields["\(name)"] = "\(value)" }

@@ -1,0 +1,168 @@
+import Foundation
+import ImageJobs
+import JobEngine
+
+/// What the dashboard's templates show, worked out here so the templates stay logic-less.
+/// Mustache reads stored properties only (by reflection), so every flag a template tests is
+/// stored, not computed.
+
+/// A job as a row of a table.
+struct JobRowView {
+    struct Progress { var step: Int; var total: Int }
+    var id: String
+    var shortID: String
+    var kind: String
+    var priority: String
+    var status: String
+    var progress: Progress?
+    var time: String
+
+    init(_ job: Job, time: Date?) {
+        id = job.id.lowercasedString
+        shortID = String(id.prefix(8))
+        kind = job.kind
+        priority = job.priority.rawValue
+        status = job.status.rawValue
+        progress = job.status == .running ? job.progress.map { Progress(step: $0.step, total: $0.total) } : nil
+        self.time = time.map(ISO8601.format) ?? ""
+    }
+}
+
+struct JobTableView {
+    var name: String
+    var title: String
+    var timeLabel: String
+    var jobs: [JobRowView]
+    var hasJobs: Bool
+
+    init(name: String, title: String, timeLabel: String, jobs: [JobRowView]) {
+        (self.name, self.title, self.timeLabel, self.jobs, hasJobs) = (name, title, timeLabel, jobs, !jobs.isEmpty)
+    }
+}
+
+struct OverviewView {
+    struct Priority { var priority: String; var queued: Int; var held: String; var running: Int; var waiting: String }
+    struct Paused { var kind: String; var name: String }
+    struct Bar { var x: Int; var y: Int; var height: Int; var label: String }
+
+    var readAt: String
+    var csrf: String
+    var priorities: [Priority]
+    var paused: [Paused]
+    var hasPaused: Bool
+    var bars: [Bar]
+    var chartLabel: String
+    var tables: [JobTableView]
+
+    init(_ overview: QueueOverview, csrf: String) {
+        readAt = ISO8601.format(overview.readAt)
+        self.csrf = csrf
+        priorities = overview.priorities.map { p in
+            Priority(
+                priority: p.priority.rawValue, queued: p.queued,
+                held: overview.heldCapped && p.held > 0 ? "\(p.held)+" : "\(p.held)", running: p.running,
+                waiting: p.nextSubmittedAt.map { Self.age(overview.readAt.timeIntervalSince($0)) } ?? "–")
+        }
+        paused = overview.paused.map { Paused(kind: $0, name: $0 == allKinds ? "every kind" : $0) }
+        hasPaused = !paused.isEmpty
+        // One bar a minute, the current minute at the right, scaled to the busiest minute.
+        let calendarMinute = floor(overview.readAt.timeIntervalSince1970 / 60) * 60
+        let byMinute = Dictionary(overview.completedPerMinute.map { ($0.minute.timeIntervalSince1970, $0.completed) }, uniquingKeysWith: +)
+        let peak = max(1, byMinute.values.max() ?? 0)
+        bars = (0..<60).compactMap { slot -> Bar? in
+            let minute = calendarMinute - Double(59 - slot) * 60
+            guard let n = byMinute[minute], n > 0 else { return nil }
+            let height = max(1, Int((Double(n) / Double(peak) * 96).rounded()))
+            return Bar(x: slot * 12, y: 100 - height, height: height, label: "\(ISO8601.format(Date(timeIntervalSince1970: minute))): \(n) completed")
+        }
+        let total = overview.completedPerMinute.reduce(0) { $0 + $1.completed }
+        chartLabel = "\(total) jobs completed in the last hour; the busiest minute \(byMinute.values.max() ?? 0)"
+        tables = [
+            JobTableView(name: "running", title: "Running", timeLabel: "Started", jobs: overview.running.map { JobRowView($0, time: $0.startedAt) }),
+            JobTableView(name: "next", title: "Next in claim order", timeLabel: "Submitted", jobs: overview.nextUp.map { JobRowView($0, time: $0.createdAt) }),
+            JobTableView(
+                name: "finished", title: "Finished last", timeLabel: "Finished",
+                jobs: overview.recentlyFinished.map { JobRowView($0, time: $0.finishedAt) }),
+        ]
+    }
+
+    /// "4 s", "3 min", "2 h", "5 d".
+    static func age(_ seconds: Double) -> String {
+        let s = max(0, Int(seconds))
+        if s < 120 { return "\(s) s" }
+        if s < 7200 { return "\(s / 60) min" }
+        if s < 172_800 { return "\(s / 3600) h" }
+        return "\(s / 86400) d"
+    }
+}
+
+struct JobView {
+    struct Progress { var step: Int; var total: Int; var text: String }
+    struct Moment { var label: String; var at: String }
+    struct Failure { var attempt: Int; var at: String; var message: String }
+    struct Image { var width: Int; var height: Int }
+
+    var id: String
+    var status: String
+    var csrf: String
+    /// Whether the page follows the job's event stream (it can still change on its own).
+    var live: Bool
+    var position: String?
+    var progress: Progress?
+    var kind: String
+    var priority: String
+    var conversation: String
+    var batch: String?
+    var attempt: Int
+    var retryCount: Int
+    var maxRetries: Int
+    var timeline: [Moment]
+    var errorMessage: String?
+    var canCancel: Bool
+    var canRetry: Bool
+    var actions: Bool
+    var errors: [Failure]
+    var hasErrors: Bool
+    var image: Image?
+    var params: String
+
+    init(_ job: Job, position: QueuePosition?, result: JobResultInfo?, csrf: String) {
+        id = job.id.lowercasedString
+        status = job.status.rawValue
+        self.csrf = csrf
+        live = !job.status.isFinal
+        if let position {
+            if let wait = position.waiting {
+                self.position = "waiting: \(wait.reason.rawValue)"
+            } else if let place = position.position {
+                self.position = "position \(place)"
+            }
+        }
+        if job.status == .running {
+            progress = job.progress.map { Progress(step: $0.step, total: $0.total, text: "step \($0.step) of \($0.total)") }
+                ?? Progress(step: 0, total: 1, text: "started")
+        }
+        kind = job.kind
+        priority = job.priority.rawValue
+        conversation = job.groupID.lowercasedString
+        batch = job.batchID?.lowercasedString
+        attempt = job.attempt
+        retryCount = job.retryCount
+        maxRetries = job.maxRetries
+        timeline = [("Submitted", job.createdAt), ("Started", job.startedAt), ("Finished", job.finishedAt)].compactMap { label, at in
+            at.map { Moment(label: label, at: ISO8601.format($0)) }
+        }
+        errorMessage = job.errorMessage
+        canCancel = !job.status.isFinal
+        canRetry = job.status == .error
+        actions = canCancel || canRetry
+        errors = job.errors.map { Failure(attempt: $0.attempt, at: ISO8601.format($0.at), message: $0.message) }
+        hasErrors = !errors.isEmpty
+        if let result, result.contentType == "image/png" {
+            image = Image(width: result.metadata["width"]?.intValue ?? 0, height: result.metadata["height"]?.intValue ?? 0)
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        params = (try? encoder.encode(JSONValue.object(job.params))).map { String(decoding: $0, as: UTF8.self) } ?? ""
+    }
+}

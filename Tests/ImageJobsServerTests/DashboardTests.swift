@@ -1,0 +1,158 @@
+import Foundation
+import ImageJobs
+import ImageJobsServer
+import JobEngine
+import TestSupport
+import Testing
+
+/// The dashboard over real sockets, as a browser without JavaScript meets it: sign-in, the
+/// session cookie, pages, form tokens on every action, and the overview's event stream.
+@Suite("the dashboard", .enabled(if: TestDatabase.isConfigured))
+struct DashboardTests {
+    /// Signs in with `key` and returns the session's `Cookie` header value.
+    static func signIn(_ api: APIClient, key: String) async throws -> String {
+        let answer = try await api.post("/login", form: ["key": key])
+        #expect(answer.status == 303)
+        let setCookie = try #require(answer.headers["Set-Cookie"])
+        return String(try #require(setCookie.split(separator: ";").first))
+    }
+
+    /// The form token a page carries.
+    static func formToken(_ html: String) throws -> String {
+        let marker = #"name="csrf" value=""#
+        let start = try #require(html.range(of: marker)).upperBound
+        return String(html[start...].prefix { $0 != "\"" })
+    }
+
+    func image(_ conversation: UUID = UUID(), prompt: String = "a lighthouse at dusk") throws -> JobSpec {
+        try ImageJob.spec(conversationID: conversation, parameters: .init(prompt: prompt, width: 64, height: 64))
+    }
+
+    @Test("sign-in takes an admin key only, sets an HttpOnly SameSite=Strict cookie, and a revoked key ends the session")
+    func signIn() async throws {
+        try await withServer { api, _, queue in
+            let (admin, adminInfo) = try await api.keys.create(name: "operator", scopes: [.admin])
+            let (reader, _) = try await api.keys.create(name: "viewer", scopes: [.read])
+            let job = try await queue.submit(try image()).job
+
+            let anonymous = try await api.send("GET", "/", key: nil)
+            #expect(anonymous.status == 303 && anonymous.headers["Location"] == "/login")
+            let form = try await api.send("GET", "/login", key: nil)
+            #expect(form.status == 200 && String(decoding: form.body, as: UTF8.self).contains(#"name="key""#))
+
+            let wrong = try await api.post("/login", form: ["key": "ijk_" + String(repeating: "ab", count: 24)])
+            #expect(wrong.status == 401 && wrong.headers["Set-Cookie"] == nil)
+            #expect(!String(decoding: wrong.body, as: UTF8.self).contains("abababab"), "the page never repeats the key")
+            let notAdmin = try await api.post("/login", form: ["key": reader])
+            #expect(notAdmin.status == 403 && notAdmin.headers["Set-Cookie"] == nil)
+
+            let signedIn = try await api.post("/login", form: ["key": admin])
+            let setCookie = try #require(signedIn.headers["Set-Cookie"])
+            #expect(setCookie.contains("HttpOnly") && setCookie.contains("SameSite=Strict") && setCookie.contains("Path=/"))
+            #expect(!setCookie.contains("Secure"), "plain HTTP: a Secure cookie would never come back")
+            let proxied = try await api.post("/login", form: ["key": admin], headers: ["X-Forwarded-Proto": "https"])
+            #expect(proxied.headers["Set-Cookie"]?.contains("Secure") == true)
+
+            let cookie = try await Self.signIn(api, key: admin)
+            let overview = try await api.send("GET", "/", key: nil, headers: ["Cookie": cookie])
+            #expect(overview.status == 200)
+            #expect(overview.headers["Content-Security-Policy"]?.contains("default-src 'self'") == true)
+            #expect(overview.headers["Cache-Control"] == "no-store")
+            let html = String(decoding: overview.body, as: UTF8.self)
+            #expect(html.contains(job.id.lowercasedString), "the queued job is listed next in claim order")
+            #expect(!html.contains("http://") && !html.contains("https://"), "the page loads nothing from elsewhere")
+            for asset in ["/assets/dashboard.css", "/assets/dashboard.js"] {
+                #expect(html.contains(asset))
+                #expect(try await api.send("GET", asset, key: nil).status == 200)
+            }
+
+            #expect(try await api.keys.revoke(prefix: adminInfo.prefix))
+            let revoked = try await api.send("GET", "/", key: nil, headers: ["Cookie": cookie])
+            #expect(revoked.status == 303 && revoked.headers["Location"] == "/login")
+        }
+    }
+
+    @Test("every action needs the page's form token: without it nothing changes; with it cancel, retry, pause, resume and sign-out work")
+    func actions() async throws {
+        try await withServer { api, schema, queue in
+            let (admin, _) = try await api.keys.create(name: "operator", scopes: [.admin])
+            let cookie = try await Self.signIn(api, key: admin)
+            let page = try await api.send("GET", "/", key: nil, headers: ["Cookie": cookie])
+            let token = try Self.formToken(String(decoding: page.body, as: UTF8.self))
+
+            for form in [["kind": "image.generate"], ["kind": "image.generate", "csrf": "0" + token.dropFirst()]] {
+                let refused = try await api.post("/pause", form: form, cookie: cookie)
+                #expect(refused.status == 403)
+            }
+            #expect(try await api.post("/pause", form: ["kind": "image.generate", "csrf": token]).status == 303, "no cookie: sent to sign in")
+            #expect(try await queue.schedulingSettings().paused.isEmpty, "nothing was paused by a refused form")
+
+            let paused = try await api.post("/pause", form: ["kind": "image.generate", "csrf": token], cookie: cookie)
+            #expect(paused.status == 303 && paused.headers["Location"] == "/")
+            #expect(try await queue.schedulingSettings().paused == ["image.generate"])
+            let overview = String(decoding: try await api.send("GET", "/", key: nil, headers: ["Cookie": cookie]).body, as: UTF8.self)
+            #expect(overview.contains(#"id="paused""#))
+            #expect(try await api.post("/resume", form: ["kind": "image.generate", "csrf": token], cookie: cookie).status == 303)
+            #expect(try await queue.schedulingSettings().paused.isEmpty)
+
+            let pending = try await queue.submit(try image()).job
+            #expect(try await api.post("/jobs/\(pending.id.lowercasedString)/cancel", form: [:], cookie: cookie).status == 403)
+            #expect(try await queue.job(pending.id).status == .pending)
+            let cancelled = try await api.post("/jobs/\(pending.id.lowercasedString)/cancel", form: ["csrf": token], cookie: cookie)
+            #expect(cancelled.status == 303 && cancelled.headers["Location"] == "/jobs/\(pending.id.lowercasedString)")
+            #expect(try await queue.job(pending.id).status == .cancelled)
+            let again = try await api.post("/jobs/\(pending.id.lowercasedString)/cancel", form: ["csrf": token], cookie: cookie)
+            #expect(again.status == 409, "a finished job cannot be cancelled; the page says so")
+
+            let failed = try await queue.submit(try image()).job
+            try await JobFactory(schema.pool).finish([failed.id], as: .error)
+            let jobPage = String(decoding: try await api.send("GET", "/jobs/\(failed.id.lowercasedString)", key: nil, headers: ["Cookie": cookie]).body, as: UTF8.self)
+            #expect(jobPage.contains(#"id="retry""#) && !jobPage.contains(#"id="cancel""#))
+            #expect(try await api.post("/jobs/\(failed.id.lowercasedString)/retry", form: ["csrf": token], cookie: cookie).status == 303)
+            #expect(try await queue.job(failed.id).status == .pending)
+
+            #expect(try await api.send("GET", "/jobs/\(UUID().lowercasedString)", key: nil, headers: ["Cookie": cookie]).status == 404)
+            #expect(try await api.send("GET", "/jobs/not-an-id", key: nil, headers: ["Cookie": cookie]).status == 400)
+
+            // The cookie reads the API (the pages load images and streams from it) but never writes.
+            #expect(try await api.send("GET", "/v1/jobs/\(failed.id.lowercasedString)", key: nil, headers: ["Cookie": cookie]).status == 200)
+            let item = JSONValue.object(["conversation_id": .string(UUID().lowercasedString), "prompt": .string("by cookie")])
+            #expect(try await api.send("POST", "/v1/jobs", json: item, key: nil, headers: ["Cookie": cookie]).status == 401)
+
+            let signedOut = try await api.post("/logout", form: ["csrf": token], cookie: cookie)
+            #expect(signedOut.status == 303 && signedOut.headers["Location"] == "/login")
+            #expect(signedOut.headers["Set-Cookie"]?.contains("Max-Age=0") == true)
+        }
+    }
+
+    @Test("the overview's stream sends its live part when it changes: a submitted job appears, then as finished")
+    func liveOverview() async throws {
+        try await withServer { api, schema, queue in
+            let (admin, _) = try await api.keys.create(name: "operator", scopes: [.admin])
+            let cookie = try await Self.signIn(api, key: admin)
+            let anonymous = try EventStreamClient(port: api.port, path: "/dashboard/events", headers: [:])
+            var none = anonymous.events.makeAsyncIterator()
+            #expect(await anonymous.next(timeout: .seconds(5), iterator: &none) == nil)
+            #expect(anonymous.statusLine.contains("303"))
+
+            let stream = try EventStreamClient(port: api.port, path: "/dashboard/events", headers: ["Cookie": cookie])
+            defer { stream.disconnect() }
+            var events = stream.events.makeAsyncIterator()
+            let first = try #require(await stream.next(iterator: &events))
+            #expect(first.event == "overview" && first.data.contains("<h2>Queue</h2>"))
+
+            let job = try await queue.submit(try image()).job
+            let row = #"data-job="\#(job.id.lowercasedString)""#
+            func waitFor(_ text: String) async -> Bool {
+                for _ in 0..<10 {
+                    guard let event = await stream.next(iterator: &events) else { return false }
+                    if event.data.contains(row) && event.data.contains(text) { return true }
+                }
+                return false
+            }
+            #expect(await waitFor("status-pending"))
+            try await JobFactory(schema.pool).finish([job.id])
+            #expect(await waitFor("status-completed"))
+        }
+    }
+}
