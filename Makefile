@@ -9,7 +9,7 @@ BIN_DIR = $(shell $(SWIFT) build --show-bin-path 2>/dev/null)
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-deps: ## Install missing system packages (PostgreSQL server, libpq, zlib, pkg-config, openssl).
+deps: ## Install missing system packages (PostgreSQL server, libpq, zlib, pkg-config, openssl, Chromium and its driver for the dashboard's browser test).
 	@missing=""; \
 	command -v pkg-config >/dev/null || missing="$$missing pkg-config"; \
 	pkg-config --exists libpq 2>/dev/null || missing="$$missing libpq-dev"; \
@@ -17,6 +17,8 @@ deps: ## Install missing system packages (PostgreSQL server, libpq, zlib, pkg-co
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql postgresql-contrib"; \
 	command -v python3 >/dev/null || missing="$$missing python3 python3-venv"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

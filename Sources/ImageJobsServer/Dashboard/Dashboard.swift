@@ -156,14 +156,16 @@ struct Dashboard: Sendable {
         let job = try await queue.job(id)
         let position = job.status == .pending ? try await queue.position(id) : nil
         let result = try await JobResults.info(id, pool: queue.pool)
-        return Self.page("Job \(id.lowercasedString.prefix(8))", "job", JobView(job, position: position, result: result, csrf: csrf), csrf: csrf)
+        return Self.page("Job \(id.lowercasedString.suffix(12))", "job", JobView(job, position: position, result: result, csrf: csrf), csrf: csrf)
     }
 
     // MARK: Parts
 
     static func page(_ title: String, _ template: String, _ context: Any, csrf: String?, status: HTTPResponse.Status = .ok) -> Response {
         let content = DashboardTemplates.library.render(context, withTemplate: template) ?? ""
-        let layout: [String: Any] = ["title": title, "content": content, "csrf": csrf as Any]
+        var layout: [String: Any] = ["title": title, "content": content]
+        // Only when signed in: a nil wrapped in Any would still open the template's section.
+        if let csrf { layout["csrf"] = csrf }
         let html = DashboardTemplates.library.render(layout, withTemplate: "layout") ?? ""
         return Response(status: status, headers: pageHeaders, body: ResponseBody(byteBuffer: ByteBuffer(string: html)))
     }

@@ -19,7 +19,7 @@ struct JobRowView {
 
     init(_ job: Job, time: Date?) {
         id = job.id.lowercasedString
-        shortID = String(id.prefix(8))
+        shortID = String(id.suffix(12))  // the random end: ids made in one millisecond share their start
         kind = job.kind
         priority = job.priority.rawValue
         status = job.status.rawValue
