@@ -6,7 +6,9 @@
 # jobs in the same conversation (one fails once to show a retry, one has a 1 s timeout and needs
 # 3 s to show a timeout), runs two worker processes with the offline procedural generator (one
 # of them the drills' worker, which also runs the drill jobs), shows live progress, prints the
-# summary and where the PNGs are. Stops everything it started.
+# summary and where the PNGs are. Serves the HTTP API and the dashboard throughout (their URL
+# and an admin key are printed first). Stops everything it started; with DEMO_SERVE=1 it keeps
+# serving, workers included, until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=demo-output
@@ -29,6 +31,22 @@ if [ -z "${DATABASE_URL:-}" ]; then
 fi
 echo "== database: ${DATABASE_URL}"
 "$bin" migrate up
+
+key=$("$bin" api-keys create --scopes admin --name demo | tail -n 1)
+serve_log=$(mktemp)
+"$bin" serve --port "${DEMO_PORT:-0}" --log-level error >"$serve_log" 2>&1 &
+server=$!
+workers+=("$server")
+url=""
+for _ in $(seq 100); do
+    url=$(grep -o 'http://[^ ]*' "$serve_log" | head -n 1 || true)
+    [ -n "$url" ] && break
+    sleep 0.1
+done
+rm -f "$serve_log"
+if [ -z "$url" ]; then echo "demo: imagejobs serve did not start" >&2; exit 1; fi
+echo "== dashboard: $url/ (sign in with this admin key; API: Authorization: Bearer <key>)"
+echo "   $key"
 
 conversation=$(python3 -c 'import uuid; print(uuid.uuid4())')
 rm -rf "$out" && mkdir -p "$out"
@@ -83,4 +101,14 @@ done
 if [ "$completed" != 16 ] || [ "$pngs" != 15 ]; then
     echo "demo: expected 16 completed jobs and 15 PNG files, got $completed and $pngs" >&2
     exit 1
+fi
+python3 - "$url/v1/jobs/$job" "$key" <<'PY'
+import json, sys, urllib.request
+request = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer " + sys.argv[2]})
+job = json.load(urllib.request.urlopen(request))
+print(f"GET {sys.argv[1]}: {job['status']} ({job['error_message']})")
+PY
+if [ "${DEMO_SERVE:-0}" = 1 ]; then
+    echo "== serving $url/ with the workers until Ctrl-C"
+    wait "$server" || true
 fi

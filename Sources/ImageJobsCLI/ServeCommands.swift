@@ -10,8 +10,11 @@ extension ImageJobsCommand {
     /// `imagejobs serve`: the HTTP API until SIGTERM/SIGINT.
     struct Serve: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Serve the HTTP API (/v1/jobs, /v1/batches, …) until SIGTERM/SIGINT.",
-            discussion: "Requests authenticate with Authorization: Bearer <key>; make keys with `imagejobs api-keys create`.")
+            abstract: "Serve the HTTP API (/v1/jobs, /v1/batches, …) and the dashboard (/) until SIGTERM/SIGINT.",
+            discussion: """
+                Requests authenticate with Authorization: Bearer <key>; make keys with `imagejobs api-keys create`. \
+                The dashboard signs in with a key of the admin scope.
+                """)
         @OptionGroup var database: DatabaseOptions
         @Option(help: "The address to listen on.") var host = "127.0.0.1"
         @Option(help: "The port to listen on (0: any free port, printed at start).") var port = 8080
