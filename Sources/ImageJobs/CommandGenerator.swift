@@ -10,7 +10,8 @@ import SystemPackage
 
 /// Runs a program the operator names: the job's parameters as JSON on stdin (with the job id
 /// and attempt), a PNG expected on stdout. A non-zero exit is a retryable failure whose stderr
-/// tail becomes the message; exit code 65 is a permanent one. The program runs in a process
+/// tail becomes the message; exit code 65 is a permanent one. A line `progress STEP/TOTAL` on
+/// stderr (`progress 12/30`) reports progress and is left out of that tail. The program runs in a process
 /// group of its own, killed at the job's deadline or on cancellation, and when the program
 /// exits, whatever it left running is killed with it.
 ///
@@ -41,6 +42,10 @@ public struct CommandGenerator: ImageGenerator {
     private static let ignoreBrokenPipes: Void = { signal(SIGPIPE, SIG_IGN) }()
 
     public func generate(_ request: ImageRequest) async throws -> GeneratedImage {
+        try await generate(request) { _, _ in }
+    }
+
+    public func generate(_ request: ImageRequest, progress: @escaping @Sendable (_ step: Int, _ total: Int) -> Void) async throws -> GeneratedImage {
         var input = request.parameters.jsonObject
         input["job_id"] = .string(request.jobID.lowercasedString)
         input["attempt"] = .number(Double(request.attempt))
@@ -50,7 +55,7 @@ public struct CommandGenerator: ImageGenerator {
         let outcome: Outcome
         do {
             outcome = try await withThrowingTaskGroup(of: Outcome.self) { group in
-                group.addTask { try await self.run(stdin: stdin) }
+                group.addTask { try await self.run(stdin: stdin, progress: progress) }
                 group.addTask {
                     try await Task.sleep(until: deadline, clock: .continuous)
                     return .pastDeadline
@@ -90,7 +95,7 @@ public struct CommandGenerator: ImageGenerator {
     }
 
     /// Runs the program to its end: feeds stdin, collects stdout and the tail of stderr.
-    private func run(stdin: [UInt8]) async throws -> Outcome {
+    private func run(stdin: [UInt8], progress: @escaping @Sendable (Int, Int) -> Void) async throws -> Outcome {
         var options = PlatformOptions()
         // Its own process group, so that the kill reaches every process it started.
         options.processGroupID = 0
@@ -106,7 +111,7 @@ public struct CommandGenerator: ImageGenerator {
                 _ = try? await execution.standardInputWriter.write(stdin)
                 try? await execution.standardInputWriter.finish()
             }()
-            async let stderrTail = Self.tail(of: execution.standardError, keeping: Self.errorTailBytes)
+            async let stderrTail = Self.read(errors: execution.standardError, keeping: Self.errorTailBytes, progress: progress)
             var stdout: [UInt8]? = []
             for try await chunk in execution.standardOutput {
                 chunk.withUnsafeBytes { stdout?.append(contentsOf: $0) }
@@ -128,14 +133,50 @@ public struct CommandGenerator: ImageGenerator {
         return .ended(result.terminationStatus, stdout: stdout, stderrTail: stderrTail)
     }
 
-    /// The last `limit` bytes of a stream, read to its end.
-    private static func tail(of stream: SubprocessOutputSequence, keeping limit: Int) async throws -> [UInt8] {
+    /// Reads stderr to its end: progress lines go to `progress`, and the last `limit` bytes of
+    /// everything else are returned.
+    private static func read(
+        errors stream: SubprocessOutputSequence, keeping limit: Int, progress: (Int, Int) -> Void
+    ) async throws -> [UInt8] {
         var kept: [UInt8] = []
-        for try await chunk in stream {
-            chunk.withUnsafeBytes { kept.append(contentsOf: $0) }
-            if kept.count > limit * 2 { kept.removeFirst(kept.count - limit) }
+        var line: [UInt8] = []
+        func end(_ line: [UInt8], newline: Bool) {
+            if let (step, total) = progressLine(line) {
+                progress(step, total)
+            } else {
+                kept += line
+                if newline { kept.append(0x0a) }
+                if kept.count > limit * 2 { kept.removeFirst(kept.count - limit) }
+            }
         }
+        for try await chunk in stream {
+            chunk.withUnsafeBytes { bytes in
+                for byte in bytes {
+                    if byte == 0x0a {
+                        end(line, newline: true)
+                        line.removeAll(keepingCapacity: true)
+                    } else {
+                        line.append(byte)
+                        // A line this long is no progress line: keep it as text.
+                        if line.count > limit {
+                            end(line, newline: false)
+                            line.removeAll(keepingCapacity: true)
+                        }
+                    }
+                }
+            }
+        }
+        end(line, newline: false)
         return Array(kept.suffix(limit))
+    }
+
+    /// `progress STEP/TOTAL`, with 0 ≤ STEP and 1 ≤ TOTAL; anything else is not a progress line.
+    public static func progressLine(_ line: [UInt8]) -> (step: Int, total: Int)? {
+        let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespaces)
+        guard text.hasPrefix("progress ") else { return nil }
+        let parts = text.dropFirst("progress ".count).split(separator: "/")
+        guard parts.count == 2, let step = Int(parts[0]), let total = Int(parts[1]), step >= 0, total >= 1 else { return nil }
+        return (step, total)
     }
 
     /// Splits a command line like a POSIX shell would for words and quotes (no expansions).

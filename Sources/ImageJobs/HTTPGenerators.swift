@@ -16,6 +16,16 @@ struct HTTPClient: Sendable {
         session = URLSession(configuration: configuration)
     }
 
+    /// GETs a small JSON document, for side reads such as progress: `nil` on any failure
+    /// (the job does not depend on it).
+    func getJSON(_ url: URL, timeout: Double) async -> JSONValue? {
+        var request = URLRequest(url: url)
+        request.timeoutInterval = timeout
+        request.setValue("application/json", forHTTPHeaderField: "Accept")
+        guard let (data, response) = try? await session.data(for: request), (response as? HTTPURLResponse)?.statusCode == 200 else { return nil }
+        return try? JSONDecoder().decode(JSONValue.self, from: data)
+    }
+
     /// POSTs `body` and returns the response body of a 2xx answer.
     func postJSON(_ url: URL, body: [String: JSONValue], headers: [String: String], timeout: Double, backend: String) async throws -> Data {
         var request = URLRequest(url: url)
@@ -111,6 +121,31 @@ public struct Automatic1111Generator: ImageGenerator {
     let client = HTTPClient()
 
     public init(baseURL: URL) { self.baseURL = baseURL }
+
+    /// Draws while polling `/sdapi/v1/progress` once a second for the sampling step. The server
+    /// reports the generation it is running, which is this job's when the server runs one at a
+    /// time (as a worker's slot drives it).
+    public func generate(_ request: ImageRequest, progress: @escaping @Sendable (_ step: Int, _ total: Int) -> Void) async throws -> GeneratedImage {
+        try await withThrowingTaskGroup(of: GeneratedImage?.self) { group in
+            group.addTask { try await self.generate(request) }
+            group.addTask {
+                let url = baseURL.appendingPathComponent("sdapi/v1/progress")
+                while !Task.isCancelled {
+                    try await Task.sleep(for: .seconds(1))
+                    let state = await client.getJSON(url, timeout: 2)?["state"]
+                    if let step = state?["sampling_step"]?.intValue, let total = state?["sampling_steps"]?.intValue, total > 0 {
+                        progress(min(step, total), total)
+                    }
+                }
+                return nil
+            }
+            defer { group.cancelAll() }
+            while let result = try await group.next() {
+                if let image = result { return image }
+            }
+            throw CancellationError()
+        }
+    }
 
     public func generate(_ request: ImageRequest) async throws -> GeneratedImage {
         let p = request.parameters

@@ -29,13 +29,14 @@ struct GeneratorTests {
         #expect(PNG.inspect(broken) == nil)
     }
 
+    final class Reports: @unchecked Sendable {
+        let lock = NSLock()
+        var values: [(Int, Int)] = []
+        func add(_ step: Int, _ total: Int) { lock.lock(); values.append((step, total)); lock.unlock() }
+    }
+
     @Test("the procedural generator reports its rows as progress, rising to all of them")
     func proceduralReportsRows() async throws {
-        final class Reports: @unchecked Sendable {
-            let lock = NSLock()
-            var values: [(Int, Int)] = []
-            func add(_ step: Int, _ total: Int) { lock.lock(); values.append((step, total)); lock.unlock() }
-        }
         let reports = Reports()
         _ = try await ProceduralGenerator().generate(request(ImageJobParameters(prompt: "a kite", width: 64, height: 200))) {
             reports.add($0, $1)
@@ -150,6 +151,48 @@ struct GeneratorTests {
             try await OpenAIGenerator(baseURL: URL(string: "http://127.0.0.1:1")!, apiKey: nil).generate(request(ImageJobParameters(prompt: "x")))
         }
         if case .retryable = e {} else { Issue.record("expected retryable, got \(String(describing: e))") }
+    }
+
+    @Test("command: progress lines on stderr are reported and left out of the error's tail; other lines are kept")
+    func commandProgress() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cmdprogress-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let pngFile = dir.appendingPathComponent("out.png")
+        try Data(try samplePNG()).write(to: pngFile)
+        let p = ImageJobParameters(prompt: "a fox", width: 64, height: 48)
+
+        let reports = Reports()
+        let drawing = try CommandGenerator(
+            commandLine: "sh -c 'cat >/dev/null; echo progress 1/4 >&2; echo loading weights >&2; echo progress 3/4 >&2; echo progress x/4 >&2; cat \(pngFile.path)'")
+        _ = try await drawing.generate(request(p)) { reports.add($0, $1) }
+        #expect(reports.values.map { [$0.0, $0.1] } == [[1, 4], [3, 4]])
+
+        let failing = try CommandGenerator(commandLine: "sh -c 'echo progress 2/5 >&2; echo out of memory >&2; exit 2'")
+        let error = await #expect(throws: ImageGenerationError.self) { try await failing.generate(request(p)) { _, _ in } }
+        #expect(error == .retryable("command: exit 2: out of memory"))
+        #expect(CommandGenerator.progressLine(Array("progress 0/1".utf8))! == (0, 1))
+        for line in ["progress 3/0", "progress -1/4", "progress 1", "progress: 1/4", "progressing 1/4"] {
+            #expect(CommandGenerator.progressLine(Array(line.utf8)) == nil, "\(line)")
+        }
+    }
+
+    @Test("automatic1111: the sampling step from /sdapi/v1/progress is reported while the image is drawn")
+    func automatic1111Progress() async throws {
+        let png = try samplePNG()
+        let server = try TestHTTPServer([
+            .json(200, #"{"images":["\#(Data(png).base64EncodedString())"]}"#, delay: 3.5),
+            .json(200, #"{"progress":0.25,"state":{"sampling_step":5,"sampling_steps":20}}"#),
+            .json(200, #"{"progress":0.6,"state":{"sampling_step":12,"sampling_steps":20}}"#),
+        ])
+        defer { server.stop() }
+        let reports = Reports()
+        let image = try await Automatic1111Generator(baseURL: server.url).generate(request(ImageJobParameters(prompt: "a fox", width: 64, height: 48))) {
+            reports.add($0, $1)
+        }
+        #expect(image.width == 64)
+        #expect(server.received.contains { $0.path.hasPrefix("/sdapi/v1/progress") })
+        #expect(!reports.values.isEmpty && reports.values.allSatisfy { [5, 12].contains($0.0) && $0.1 == 20 }, "\(reports.values)")
     }
 
     @Test("command: success, non-zero exit, exit 65, garbage output, and a hang killed at the deadline")

@@ -41,6 +41,8 @@ struct ProgressTests {
             let first = try await eventually(timeout: .seconds(10)) { try await queue.job(id).progress == JobProgress(step: 500, total: 500) }
             #expect(first, "the last of 500 reports is written")
             #expect(try await queue.job(id).attempt == 1)
+            let counted = try await eventually(timeout: .seconds(5)) { worker.counters.progressWrites >= 1 }
+            #expect(counted && worker.counters.progressWrites <= 2, "500 reports cost a write or two: \(worker.counters.progressWrites)")
 
             let second = try await eventually(timeout: .seconds(15)) {
                 let job = try await queue.job(id)

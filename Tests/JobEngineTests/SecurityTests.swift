@@ -111,7 +111,7 @@ struct SecurityTests {
             .filter { $0.pathExtension == "swift" && !$0.path.contains("/Generated/") }
         #expect(files.count > 10)
         let allowedSplices: Set<String> = [
-            "jobColumns", "recordColumns", "recordType", "insertColumns", "returningTag", "JobSQL.returningTag",
+            "jobColumns", "JobSQL.jobColumns", "recordColumns", "recordType", "insertColumns", "returningTag", "JobSQL.returningTag",
             "backoffExpression(backoff)", "JobSQL.backoffExpression(backoff)",
         ]
         var violations: [String] = []

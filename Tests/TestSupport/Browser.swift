@@ -101,9 +101,18 @@ public final class Browser: @unchecked Sendable {
         try await command("POST", "/execute/sync", .object(["script": .string(script), "args": .array(args)]))
     }
 
-    /// Clicks the first element matching `selector`, as a person would.
+    /// Clicks the first element matching `selector`, as a person would. A live page may
+    /// replace the element between finding and clicking it; the click then goes to the one
+    /// that replaced it, as a person's would.
     public func click(_ selector: String) async throws {
-        _ = try await command("POST", "/element/\(try await element(selector))/click", .object([:]))
+        for attempt in 1...5 {
+            do {
+                _ = try await command("POST", "/element/\(try await element(selector))/click", .object([:]))
+                return
+            } catch let failure as Failure where failure.description.contains("stale element") && attempt < 5 {
+                continue
+            }
+        }
     }
 
     /// Types `text` into the first element matching `selector`.

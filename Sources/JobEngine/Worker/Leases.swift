@@ -39,9 +39,10 @@ extension Worker {
             let reported = state.takeProgress()
             guard !reported.isEmpty else { continue }
             do {
-                try await pool.query(JobSQL.progress(
+                let written = try await pool.query(JobSQL.progress(
                     workerID: configuration.id, ids: reported.map(\.id), attempts: reported.map(\.attempt),
                     steps: reported.map(\.step), totals: reported.map(\.total)))
+                state.update { $0.progressWrites += written.affectedRows }
             } catch {
                 // Progress is advisory: the next report after the database is back is written.
                 logger.debug("progress write failed", metadata: ["error": "\(error)"])

@@ -81,6 +81,8 @@ public struct WorkerCounters: Sendable, Equatable {
     /// Finished jobs this process's sweeps deleted (retention).
     public var pruned = 0
     public var claimErrors = 0
+    /// Progress values written (at most one a job a second, whatever its handler reported).
+    public var progressWrites = 0
 }
 
 extension WorkerConfiguration {

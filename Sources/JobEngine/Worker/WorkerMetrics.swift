@@ -17,6 +17,7 @@ final class WorkerMetrics: Sendable {
     let released = Counter(label: "imagejobs_jobs_released_total")
     let pruned = Counter(label: "imagejobs_jobs_pruned_total")
     let claimErrors = Counter(label: "imagejobs_claim_errors_total")
+    let progressWrites = Counter(label: "imagejobs_progress_writes_total")
     let reconnects = Counter(label: "imagejobs_db_reconnects_total")
     let freeSlots = Gauge(label: "imagejobs_worker_free_slots")
     let runningJobs = Gauge(label: "imagejobs_worker_running_jobs")
@@ -55,6 +56,7 @@ final class WorkerMetrics: Sendable {
         add(released, old.released, new.released)
         add(pruned, old.pruned, new.pruned)
         add(claimErrors, old.claimErrors, new.claimErrors)
+        add(progressWrites, old.progressWrites, new.progressWrites)
     }
 
     func reconnected(_ n: Int) {
