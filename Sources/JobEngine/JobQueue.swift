@@ -384,7 +384,8 @@ public final class JobQueue: Sendable {
         return (try row.decode("position"), try row.decode("ahead_higher"))
     }
 
-    /// Jobs by group, batch and status, newest first.
+    /// Jobs by group, batch and status, most recent first: a group's or a batch's and running jobs
+    /// by submit time, finished ones by finish time, the rest by id (time-ordered).
     public func list(groupID: UUID? = nil, batchID: UUID? = nil, status: JobStatus? = nil, limit: Int = 50) async throws -> [Job] {
         guard (1...10_000).contains(limit) else {
             throw JobQueueError(.invalidInput, "limit must be between 1 and 10000", field: "limit")

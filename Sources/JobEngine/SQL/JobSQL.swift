@@ -263,15 +263,40 @@ enum JobSQL: StatementCatalog {
 
     /// Jobs filtered by group, batch and status, newest first. Planned per call (not
     /// prepared) so each filter combination gets the plan of its index.
+    /// A list of jobs, each filter answered from its own index so that a list costs the same at
+    /// 1M jobs as at 10: a conversation's (`jobs_conversation`) and a batch's (`jobs_batch`)
+    /// newest first; running jobs (`jobs_running`) newest first; finished jobs by when they
+    /// finished, last first (`jobs_finished`, `jobs_unsuccessful`); otherwise by id, which is
+    /// time-ordered (UUIDv7: newest first to the millisecond), on the primary key.
     static func list(groupID: UUID?, batchID: UUID?, status: JobStatus?, limit: Int) -> PGQuery {
-        var query: PGQuery = """
-            SELECT \(unsafeSQL: jobColumns) FROM jobs j
-            WHERE (\(groupID)::uuid IS NULL OR j.group_id = \(groupID)::uuid)
-              AND (\(batchID)::uuid IS NULL OR j.batch_id = \(batchID)::uuid)
-              AND (\(status)::job_status IS NULL OR j.status = \(status)::job_status)
-            ORDER BY j.created_at DESC, j.seq DESC
-            LIMIT \(limit)
-            """
+        var query: PGQuery
+        if groupID != nil || batchID != nil {
+            query = """
+                SELECT \(unsafeSQL: jobColumns) FROM jobs j
+                WHERE (\(groupID)::uuid IS NULL OR j.group_id = \(groupID)::uuid)
+                  AND (\(batchID)::uuid IS NULL OR j.batch_id = \(batchID)::uuid)
+                  AND (\(status)::job_status IS NULL OR j.status = \(status)::job_status)
+                ORDER BY j.created_at DESC, j.seq DESC
+                LIMIT \(limit)
+                """
+        } else if status == .running {
+            query = """
+                SELECT \(unsafeSQL: jobColumns) FROM jobs j WHERE j.status = 'running' ORDER BY j.created_at DESC, j.seq DESC LIMIT \(limit)
+                """
+        } else if let status, status.isFinal {
+            query = """
+                SELECT \(unsafeSQL: jobColumns) FROM jobs j
+                WHERE j.finished_at IS NOT NULL AND j.status = \(status)::job_status
+                ORDER BY j.finished_at DESC LIMIT \(limit)
+                """
+        } else {
+            query = """
+                SELECT \(unsafeSQL: jobColumns) FROM jobs j
+                WHERE (\(status)::job_status IS NULL OR j.status = \(status)::job_status)
+                ORDER BY j.id DESC LIMIT \(limit)
+                """
+        }
+        // Planned for the values given: a generic plan could not drop the filters not given.
         query.prepare = false
         return statement(query)
     }

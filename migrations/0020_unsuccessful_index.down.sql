@@ -1,0 +1,2 @@
+-- 0020 unsuccessful_index, reverted.
+DROP INDEX IF EXISTS jobs_unsuccessful;
