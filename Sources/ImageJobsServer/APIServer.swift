@@ -172,14 +172,7 @@ public struct APIServer: Sendable {
     /// `GET /v1/conversations/{id}/jobs?status=&limit=`: newest first.
     func conversationJobs(_ id: UUID, _ request: Request) async throws -> Response {
         let query = request.uri.queryParameters
-        var status: JobStatus?
-        if let text = query["status"] {
-            guard let s = JobStatus(rawValue: String(text)) else {
-                throw JobQueueError(
-                    .invalidInput, "status must be one of \(JobStatus.allCases.map(\.rawValue).joined(separator: ", "))", field: "status")
-            }
-            status = s
-        }
+        let status = try Self.status(query["status"].map(String.init))
         var limit = 50
         if let text = query["limit"] {
             guard let n = Int(text) else { throw JobQueueError(.invalidInput, "limit must be an integer between 1 and 10000", field: "limit") }
@@ -243,6 +236,15 @@ public struct APIServer: Sendable {
             fields["position"] = .object(p)
         }
         return fields
+    }
+
+    /// A status filter: `nil` for none, else one of the statuses (400/422 naming the field).
+    static func status(_ text: String?) throws -> JobStatus? {
+        guard let text, !text.isEmpty else { return nil }
+        guard let status = JobStatus(rawValue: text) else {
+            throw JobQueueError(.invalidInput, "status must be one of \(JobStatus.allCases.map(\.rawValue).joined(separator: ", "))", field: "status")
+        }
+        return status
     }
 
     static func id(_ context: some RequestContext, _ name: String) throws -> UUID {

@@ -127,6 +127,33 @@ struct DashboardTests {
         }
     }
 
+    @Test("the jobs page filters by status, conversation and batch, and refuses a filter it cannot read")
+    func jobsPage() async throws {
+        try await withServer { api, schema, queue in
+            let (admin, _) = try await api.keys.create(name: "operator", scopes: [.admin])
+            let cookie = try await Self.signIn(api, key: admin)
+            let conversation = UUID()
+            let batch = try await queue.submitBatch([try image(conversation), try image(conversation)], groupID: conversation)
+            let other = try await queue.submit(try image()).job
+            let failed = try await queue.submit(try image()).job
+            try await JobFactory(schema.pool).finish([failed.id], as: .error)
+            func listed(_ query: String) async throws -> (status: Int, ids: Set<String>) {
+                let answer = try await api.send("GET", "/jobs" + query, key: nil, headers: ["Cookie": cookie])
+                let html = String(decoding: answer.body, as: UTF8.self)
+                let ids = html.components(separatedBy: #"data-job=""#).dropFirst().map { String($0.prefix(36)) }
+                return (answer.status, Set(ids))
+            }
+            let all = Set((batch.jobIDs + [other.id, failed.id]).map(\.lowercasedString))
+            #expect(try await listed("") == (200, all))
+            #expect(try await listed("?status=error") == (200, [failed.id.lowercasedString]))
+            #expect(try await listed("?conversation=\(conversation.lowercasedString)") == (200, Set(batch.jobIDs.map(\.lowercasedString))))
+            #expect(try await listed("?batch=\(batch.batchID.lowercasedString)&status=pending") == (200, Set(batch.jobIDs.map(\.lowercasedString))))
+            #expect(try await listed("?batch=\(batch.batchID.lowercasedString)&status=error") == (200, []))
+            #expect(try await listed("?status=done").status == 422)
+            #expect(try await listed("?conversation=not-an-id").status == 422)
+        }
+    }
+
     @Test("the overview's stream sends its live part when it changes: a submitted job appears, then as finished")
     func liveOverview() async throws {
         try await withServer { api, schema, queue in

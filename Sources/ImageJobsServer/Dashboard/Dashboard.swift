@@ -31,6 +31,7 @@ struct Dashboard: Sendable {
         }
         router.get("/") { request, _ in await self.page(request) { key in try await self.overviewPage(csrf: DashboardSession.formToken(key: key)) } }
         router.get("dashboard/events") { request, _ in await self.page(request) { key in self.overviewEvents(csrf: DashboardSession.formToken(key: key)) } }
+        router.get("jobs") { request, _ in await self.page(request) { key in try await self.jobsPage(request, csrf: DashboardSession.formToken(key: key)) } }
         router.get("jobs/:id") { request, context in
             await self.page(request) { key in
                 try await self.jobPage(try APIServer.id(context, "id"), csrf: DashboardSession.formToken(key: key))
@@ -148,6 +149,29 @@ struct Dashboard: Sendable {
             let data = html.split(separator: "\n", omittingEmptySubsequences: false).map { "data: \($0)\n" }.joined()
             return ("event: overview\n\(data)\n", false)
         }
+    }
+
+    // MARK: Jobs
+
+    /// `GET /jobs?status=&conversation=&batch=`: the newest 100 jobs the filters select, each
+    /// filter read from its own index (``JobQueue/list(groupID:batchID:status:limit:)``).
+    func jobsPage(_ request: Request, csrf: String) async throws -> Response {
+        let query = request.uri.queryParameters
+        func text(_ name: String) -> String? {
+            query[Substring(name)].map { String($0).trimmingCharacters(in: .whitespaces) }.flatMap { $0.isEmpty ? nil : $0 }
+        }
+        func id(_ name: String) throws -> UUID? {
+            guard let value = text(name) else { return nil }
+            guard let id = UUID(uuidString: value) else {
+                throw JobQueueError(.invalidInput, "\(name) must be an id (a UUID)", field: name)
+            }
+            return id
+        }
+        let status = try APIServer.status(text("status"))
+        let conversation = try id("conversation")
+        let batch = try id("batch")
+        let jobs = try await queue.list(groupID: conversation, batchID: batch, status: status, limit: 100)
+        return Self.page("Jobs", "jobs", JobsView(jobs, status: status, conversation: conversation, batch: batch), csrf: csrf)
     }
 
     // MARK: A job

@@ -5,7 +5,7 @@ import Mustache
 enum DashboardTemplates {
     static let library: MustacheLibrary = {
         var library = MustacheLibrary()
-        for (name, text) in [("layout", layout), ("login", login), ("overview", overview), ("live", live), ("job", job), ("jobTable", jobTable), ("message", message)] {
+        for (name, text) in [("layout", layout), ("login", login), ("overview", overview), ("live", live), ("job", job), ("jobTable", jobTable), ("jobs", jobs), ("message", message)] {
             // The templates are constants of this file; one that does not parse is a bug the
             // dashboard's tests catch on their first page.
             try! library.register(text, named: name)
@@ -27,7 +27,7 @@ enum DashboardTemplates {
         <header>
           <a class="brand" href="/">ImageJobs</a>
           {{#csrf}}
-          <nav><a href="/">Overview</a></nav>
+          <nav><a href="/">Overview</a> <a href="/jobs">Jobs</a></nav>
           <form method="post" action="/logout" class="signout">
             <input type="hidden" name="csrf" value="{{csrf}}">
             <button type="submit">Sign out</button>
@@ -166,6 +166,23 @@ enum DashboardTemplates {
         </div>
         """
 
+    static let jobs = """
+        <h1>Jobs</h1>
+        <form method="get" action="/jobs" class="filters">
+          <label for="status">Status</label>
+          <select id="status" name="status">
+            {{#statuses}}<option value="{{value}}"{{#selected}} selected{{/selected}}>{{label}}</option>{{/statuses}}
+          </select>
+          <label for="conversation">Conversation</label>
+          <input id="conversation" name="conversation" value="{{conversation}}" placeholder="id" size="36">
+          <label for="batch">Batch</label>
+          <input id="batch" name="batch" value="{{batch}}" placeholder="id" size="36">
+          <button type="submit">Show</button>
+        </form>
+        <p class="note">{{order}}</p>
+        {{#table}}{{> jobTable}}{{/table}}
+        """
+
     static let jobTable = """
         {{#hasJobs}}
         <table class="jobs">
@@ -207,6 +224,7 @@ enum DashboardTemplates {
         .chart rect { fill: var(--accent); }
         pre.params { background: rgba(127,127,127,.1); padding: .6rem; overflow-x: auto; }
         img#image { max-width: 100%; height: auto; image-rendering: pixelated; border: 1px solid var(--line); }
+        form.filters { display: flex; flex-wrap: wrap; gap: .4rem .6rem; align-items: center; margin-bottom: .6rem; }
         .paused li { margin: .3rem 0; } .paused .kind { font-family: monospace; margin-right: .6rem; }
         """
 

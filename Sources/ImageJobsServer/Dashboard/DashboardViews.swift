@@ -96,6 +96,27 @@ struct OverviewView {
     }
 }
 
+struct JobsView {
+    struct Status { var value: String; var label: String; var selected: Bool }
+    var statuses: [Status]
+    var conversation: String
+    var batch: String
+    var order: String
+    var table: JobTableView
+
+    init(_ jobs: [Job], status: JobStatus?, conversation: UUID?, batch: UUID?) {
+        statuses = [Status(value: "", label: "any", selected: status == nil)]
+            + JobStatus.allCases.map { Status(value: $0.rawValue, label: $0.rawValue, selected: $0 == status) }
+        self.conversation = conversation?.lowercasedString ?? ""
+        self.batch = batch?.lowercasedString ?? ""
+        let byFinish = conversation == nil && batch == nil && status?.isFinal == true
+        order = "The newest \(jobs.count == 100 ? "100" : "\(jobs.count)") \(byFinish ? "by finish time" : "by submit time")."
+        table = JobTableView(
+            name: "jobs", title: "Jobs", timeLabel: byFinish ? "Finished" : "Submitted",
+            jobs: jobs.map { JobRowView($0, time: byFinish ? $0.finishedAt : $0.createdAt) })
+    }
+}
+
 struct JobView {
     struct Progress { var step: Int; var total: Int; var text: String }
     struct Moment { var label: String; var at: String }
