@@ -22,6 +22,10 @@ public enum ImageJob {
         maxRetries: Int = 3, idempotencyKey: String? = nil, runAt: Date? = nil, index: Int? = nil
     ) throws -> JobSpec {
         try parameters.validate(limits: ImageLimits(), index: index)
+        // A number no Duration holds (or not a number) fails here; the queue checks the range.
+        guard timeout.isFinite, abs(timeout) < 1e9 else {
+            throw JobQueueError(.invalidInput, "timeout must be a number of seconds (1 to 86400 unless the queue's limits say otherwise)", field: "timeout", index: index)
+        }
         return JobSpec(
             kind: kind, params: parameters.jsonObject, groupID: conversationID, priority: priority,
             timeout: .milliseconds(Int64((timeout * 1000).rounded())), maxRetries: maxRetries, idempotencyKey: idempotencyKey,

@@ -238,9 +238,9 @@ public struct APIServer: Sendable {
         return fields
     }
 
-    /// A status filter: `nil` for none, else one of the statuses (400/422 naming the field).
+    /// A status filter: `nil` for none, else one of the statuses (422 naming the field).
     static func status(_ text: String?) throws -> JobStatus? {
-        guard let text, !text.isEmpty else { return nil }
+        guard let text else { return nil }
         guard let status = JobStatus(rawValue: text) else {
             throw JobQueueError(.invalidInput, "status must be one of \(JobStatus.allCases.map(\.rawValue).joined(separator: ", "))", field: "status")
         }

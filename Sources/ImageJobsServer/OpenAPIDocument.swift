@@ -17,7 +17,7 @@ enum OpenAPIDocument {
         },
         "parameters": {
           "id": { "name": "id", "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } },
-          "idempotencyKey": { "name": "Idempotency-Key", "in": "header", "required": false, "schema": { "type": "string", "minLength": 1, "maxLength": 200 } },
+          "idempotencyKey": { "name": "Idempotency-Key", "in": "header", "required": false, "description": "Names the submit; a body that also gives idempotency_key must give the same (422 otherwise).", "schema": { "type": "string", "minLength": 1, "maxLength": 200 } },
           "lastEventID": { "name": "Last-Event-ID", "in": "header", "required": false, "description": "The id of the last event received: a conversation's stream also sends the jobs that finished since.", "schema": { "type": "string" } }
         },
         "responses": {
@@ -39,20 +39,25 @@ enum OpenAPIDocument {
             "type": "object", "required": ["conversation_id", "prompt"], "additionalProperties": false,
             "properties": {
               "conversation_id": { "type": "string", "format": "uuid" },
-              "prompt": { "type": "string", "minLength": 1, "maxLength": 4000 },
-              "negative_prompt": { "type": "string", "maxLength": 4000 },
+              "prompt": { "type": "string", "minLength": 1, "maxLength": 4000, "pattern": "\\S", "not": { "pattern": "[\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F]" },
+                          "description": "Not only spaces; no control characters but tab and newlines; at most 16,000 bytes of UTF-8." },
+              "negative_prompt": { "type": "string", "maxLength": 4000, "not": { "pattern": "[\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F]" } },
               "kind": { "type": "string", "enum": ["image.generate"] },
               "width": { "type": "integer", "minimum": 64, "maximum": 2048, "multipleOf": 8 },
               "height": { "type": "integer", "minimum": 64, "maximum": 2048, "multipleOf": 8 },
               "steps": { "type": "integer", "minimum": 1, "maximum": 150 },
               "seed": { "type": "integer", "minimum": 0, "maximum": 4294967295 },
-              "model": { "type": "string" },
+              "model": { "type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$" },
               "priority": { "type": "string", "enum": ["high", "normal", "low"] },
-              "timeout": { "type": "number", "description": "Seconds one attempt may run (1–86,400)." },
+              "timeout": { "type": "number", "minimum": 1, "maximum": 86400, "description": "Seconds one attempt may run." },
               "max_retries": { "type": "integer", "minimum": 0, "maximum": 25 },
-              "idempotency_key": { "type": "string" },
-              "run_at": { "type": "string", "format": "date-time", "description": "Not claimable before; at most 366 days ahead." }
+              "idempotency_key": { "type": "string", "minLength": 1, "maxLength": 200, "not": { "pattern": "\\u0000" } },
+              "run_at": { "type": "string", "format": "date-time", "description": "Not claimable before; at most 366 days ahead (422 beyond)." }
             }
+          },
+          "Event": {
+            "type": "object", "description": "One Server-Sent Event: `job`, its data a Job as JSON, its id the database time of the read.",
+            "properties": { "event": { "type": "string", "enum": ["job"] }, "data": { "type": "string", "contentMediaType": "application/json" }, "id": { "type": "string" }, "retry": { "type": "integer" } }
           },
           "Position": {
             "type": "object",
@@ -202,7 +207,7 @@ enum OpenAPIDocument {
             "summary": "Server-Sent Events: the job now, then each change; ends after its final state (scope: read).",
             "parameters": [{ "$ref": "#/components/parameters/id" }, { "$ref": "#/components/parameters/lastEventID" }],
             "responses": {
-              "200": { "description": "`event: job` events whose data is the Job (less result and links).", "content": { "text/event-stream": { "schema": { "type": "string" } } } },
+              "200": { "description": "`event: job` events whose data is the Job (less result and links).", "content": { "text/event-stream": { "schema": { "$ref": "#/components/schemas/Event" } } } },
               "400": { "$ref": "#/components/responses/badRequest" }, "401": { "$ref": "#/components/responses/unauthorized" },
               "403": { "$ref": "#/components/responses/forbidden" }, "404": { "$ref": "#/components/responses/notFound" },
               "503": { "$ref": "#/components/responses/unavailable" }
@@ -242,7 +247,7 @@ enum OpenAPIDocument {
             "summary": "Server-Sent Events for the conversation's queued, running and newly finished jobs (scope: read).",
             "parameters": [{ "$ref": "#/components/parameters/id" }, { "$ref": "#/components/parameters/lastEventID" }],
             "responses": {
-              "200": { "description": "`event: job` events whose data is the Job (less result and links).", "content": { "text/event-stream": { "schema": { "type": "string" } } } },
+              "200": { "description": "`event: job` events whose data is the Job (less result and links).", "content": { "text/event-stream": { "schema": { "$ref": "#/components/schemas/Event" } } } },
               "400": { "$ref": "#/components/responses/badRequest" }, "401": { "$ref": "#/components/responses/unauthorized" },
               "403": { "$ref": "#/components/responses/forbidden" }, "503": { "$ref": "#/components/responses/unavailable" }
             }

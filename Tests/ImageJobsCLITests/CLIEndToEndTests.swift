@@ -255,6 +255,8 @@ struct CLIEndToEndTests {
                 (["submit", "--conversation", c, "--prompt", "ok", "--width", "0"], nil, 64, "width must be"),
                 (["submit", "--conversation", c, "--prompt", "ok", "--height", "2056"], nil, 64, "height must be"),
                 (["submit", "--conversation", c, "--prompt", "ok", "--timeout", "86401"], nil, 64, "timeout must be between"),
+                (["submit", "--conversation", c, "--prompt", "ok", "--timeout", "nan"], nil, 64, "timeout must be a number of seconds"),
+                (["submit", "--conversation", c, "--prompt", "ok", "--timeout", "1e300"], nil, 64, "timeout must be a number of seconds"),
                 (["submit", "--conversation", c, "--prompt", "ok", "--timeout=-5"], nil, 64, "timeout must be between"),
                 (["submit", "--conversation", c, "--prompt", "ok", "--max-retries=-1"], nil, 64, "max_retries must be between"),
                 (["submit", "--conversation", c, "--prompt", "ok", "--idempotency-key", String(repeating: "k", count: 201)], nil, 64, "idempotency_key must be"),

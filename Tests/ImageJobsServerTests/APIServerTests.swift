@@ -97,6 +97,8 @@ struct APIServerTests {
                 (item(["priority": "urgent"]), "priority"),
                 (item(["colour": "red"]), "colour"),
                 (item(["run_at": "tomorrow"]), "run_at"),
+                (item(["timeout": 1e300]), "timeout"),
+                (item(["timeout": 100_000]), "timeout"),
                 (.object(["prompt": "x"]), "conversation_id"),
             ]
             for (body, field) in cases {

@@ -261,10 +261,8 @@ enum JobSQL: StatementCatalog {
         statement("SELECT u.id, p.* FROM unnest(\(ids)::uuid[]) AS u(id), job_position(u.id) p")
     }
 
-    /// Jobs filtered by group, batch and status, newest first. Planned per call (not
-    /// prepared) so each filter combination gets the plan of its index.
     /// A list of jobs, each filter answered from its own index so that a list costs the same at
-    /// 1M jobs as at 10: a conversation's (`jobs_conversation`) and a batch's (`jobs_batch`)
+    /// 1M jobs as at 10: a group's (on `group_id, created_at`) and a batch's (`jobs_batch`)
     /// newest first; running jobs (`jobs_running`) newest first; finished jobs by when they
     /// finished, last first (`jobs_finished`, `jobs_unsuccessful`); otherwise by id, which is
     /// time-ordered (UUIDv7: newest first to the millisecond), on the primary key.
