@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Python tools the tests use, in .venv (created on first use; pip reaches PyPI then, later
-# runs are offline): check-jsonschema for compose-check, psycopg for the SQL-client test.
+# runs are offline): check-jsonschema for compose-check (its jsonschema also checks the API's OpenAPI
+# document against the API), psycopg for the SQL-client test.
 # Prints the venv's python.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -37,22 +37,23 @@ enum OpenAPIDocument {
           },
           "JobItem": {
             "type": "object", "required": ["conversation_id", "prompt"], "additionalProperties": false,
+            "description": "One job. An optional field given as null is taken as not given.",
             "properties": {
               "conversation_id": { "type": "string", "format": "uuid" },
-              "prompt": { "type": "string", "minLength": 1, "maxLength": 4000, "pattern": "\\S", "not": { "pattern": "[\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F]" },
+              "prompt": { "type": "string", "minLength": 1, "maxLength": 4000, "pattern": "\\S", "not": { "type": "string", "pattern": "[\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F]" },
                           "description": "Not only spaces; no control characters but tab and newlines; at most 16,000 bytes of UTF-8." },
-              "negative_prompt": { "type": "string", "maxLength": 4000, "not": { "pattern": "[\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F]" } },
-              "kind": { "type": "string", "enum": ["image.generate"] },
-              "width": { "type": "integer", "minimum": 64, "maximum": 2048, "multipleOf": 8 },
-              "height": { "type": "integer", "minimum": 64, "maximum": 2048, "multipleOf": 8 },
-              "steps": { "type": "integer", "minimum": 1, "maximum": 150 },
-              "seed": { "type": "integer", "minimum": 0, "maximum": 4294967295 },
-              "model": { "type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$" },
-              "priority": { "type": "string", "enum": ["high", "normal", "low"] },
-              "timeout": { "type": "number", "minimum": 1, "maximum": 86400, "description": "Seconds one attempt may run." },
-              "max_retries": { "type": "integer", "minimum": 0, "maximum": 25 },
-              "idempotency_key": { "type": "string", "minLength": 1, "maxLength": 200, "not": { "pattern": "\\u0000" } },
-              "run_at": { "type": "string", "format": "date-time", "description": "Not claimable before; at most 366 days ahead (422 beyond)." }
+              "negative_prompt": { "type": ["string", "null"], "maxLength": 4000, "not": { "type": "string", "pattern": "[\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F]" } },
+              "kind": { "type": ["string", "null"], "enum": ["image.generate", null] },
+              "width": { "type": ["integer", "null"], "minimum": 64, "maximum": 2048, "multipleOf": 8 },
+              "height": { "type": ["integer", "null"], "minimum": 64, "maximum": 2048, "multipleOf": 8 },
+              "steps": { "type": ["integer", "null"], "minimum": 1, "maximum": 150 },
+              "seed": { "type": ["integer", "null"], "minimum": 0, "maximum": 4294967295 },
+              "model": { "type": ["string", "null"], "pattern": "^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$" },
+              "priority": { "type": ["string", "null"], "enum": ["high", "normal", "low", null] },
+              "timeout": { "type": ["number", "null"], "minimum": 1, "maximum": 86400, "description": "Seconds one attempt may run." },
+              "max_retries": { "type": ["integer", "null"], "minimum": 0, "maximum": 25 },
+              "idempotency_key": { "type": ["string", "null"], "minLength": 1, "maxLength": 200, "not": { "type": "string", "pattern": "\\u0000" } },
+              "run_at": { "type": ["string", "null"], "format": "date-time", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$", "description": "Not claimable before; at most 366 days ahead (422 beyond)." }
             }
           },
           "Event": {

@@ -367,6 +367,52 @@ struct EventStreamTests {
 
 @Suite("the HTTP API's OpenAPI document")
 struct OpenAPIDocumentTests {
+    @Test("the document's item schema accepts exactly the items the API accepts (checked by jsonschema from PyPI)")
+    func itemSchemaAgrees() async throws {
+        guard let python = ProcessInfo.processInfo.environment["IMAGEJOBS_PYTHON"] else {
+            Issue.record("IMAGEJOBS_PYTHON (the tests' Python, set by make test) is not set")
+            return
+        }
+        try await withServer { api, _, _ in
+            let (key, _) = try await api.keys.create(name: "backend", scopes: [.submit])
+            let conversation = JSONValue.string(UUID().lowercasedString)
+            func item(_ fields: [String: JSONValue]) -> JSONValue {
+                .object(["conversation_id": conversation, "prompt": "a fox"].merging(fields) { $1 })
+            }
+            let items: [JSONValue] = [
+                item([:]), item(["width": 64, "height": 2048, "steps": 150, "seed": 0, "model": "sd-1.5/base:v2"]),
+                item(["priority": .null, "run_at": .null, "negative_prompt": .null, "timeout": 1, "max_retries": 25]),
+                item(["prompt": "line one\nline two\ttabbed"]), item(["run_at": "2026-01-01T00:00:00Z"]),
+                item(["width": 63]), item(["width": 100]), item(["height": 4096]), item(["steps": 0]), item(["seed": -1]),
+                item(["model": ""]), item(["model": "-x"]), item(["model": "a b"]), item(["priority": "urgent"]),
+                item(["timeout": 0.5]), item(["timeout": 86_401]), item(["timeout": 1e300]), item(["max_retries": 26]),
+                item(["prompt": ""]), item(["prompt": "   "]), item(["prompt": "bell\u{07}"]), item(["negative_prompt": "nul\u{00}"]),
+                item(["prompt": .string(String(repeating: "x", count: 4_001))]), item(["idempotency_key": ""]),
+                item(["idempotency_key": .string(String(repeating: "k", count: 201))]), item(["kind": "video.generate"]),
+                item(["colour": "red"]), item(["width": "64"]), item(["run_at": "tomorrow"]),
+                .object(["prompt": "no conversation"]), .object(["conversation_id": "not-a-uuid", "prompt": "x"]),
+            ]
+            var accepted: [Bool] = []
+            for item in items {
+                let status = try await api.send("POST", "/v1/jobs", json: item, key: key).status
+                #expect([201, 422].contains(status), "\(item): \(status)")
+                accepted.append(status == 201)
+            }
+            let document = try JSONValue.parse(String(decoding: try await api.send("GET", "/openapi.json", key: nil).body, as: UTF8.self))
+            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+                .appendingPathComponent("Clients/validate_items.py")
+            let input = String(decoding: try JSONEncoder().encode(JSONValue.object(["document": document, "items": .array(items)])), as: UTF8.self)
+            let result = try await runProcess(python, [script.path], stdin: input)
+            #expect(result.status == 0, "\(result.stderr)")
+            let valid = try JSONDecoder().decode([Bool].self, from: Data(result.stdout.utf8))
+            #expect(valid.count == items.count)
+            for (n, (v, a)) in zip(valid, accepted).enumerated() {
+                #expect(v == a, "\(items[n]): the schema says \(v ? "valid" : "invalid"), the API \(a ? "accepted" : "refused") it")
+            }
+            #expect(accepted.filter { $0 }.count == 5, "the first five items are the valid ones")
+        }
+    }
+
     @Test("/openapi.json lists every route; each operation, asked with and without a key, answers a status the document gives it")
     func documentIsTrue() async throws {
         try await withServer { api, _, queue in
