@@ -110,6 +110,7 @@ struct DashboardTests {
             try await JobFactory(schema.pool).finish([failed.id], as: .error)
             let jobPage = String(decoding: try await api.send("GET", "/jobs/\(failed.id.lowercasedString)", key: nil, headers: ["Cookie": cookie]).body, as: UTF8.self)
             #expect(jobPage.contains(#"id="retry""#) && !jobPage.contains(#"id="cancel""#))
+            #expect(jobPage.contains(#"href="/jobs?conversation=\#(failed.groupID.lowercasedString)""#), "the conversation's jobs are a click away")
             #expect(try await api.post("/jobs/\(failed.id.lowercasedString)/retry", form: ["csrf": token], cookie: cookie).status == 303)
             #expect(try await queue.job(failed.id).status == .pending)
 

@@ -178,19 +178,13 @@ public final class Browser: @unchecked Sendable {
     /// Sends `request` to the loopback port and returns the answer's body (as long as its
     /// `Content-Length` says: chromedriver keeps the connection open).
     private static func exchange(_ request: Data, port: Int) throws -> Data {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = try Loopback.connect(port: port)
         defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw POSIXError(.ECONNREFUSED) }
         var sent = 0
+        // A signal (a child process ending) may interrupt either call: it is then repeated.
         while sent < request.count {
             let n = request.withUnsafeBytes { send(fd, $0.baseAddress! + sent, request.count - sent, 0) }
+            if n < 0 && errno == EINTR { continue }
             guard n > 0 else { throw POSIXError(.EPIPE) }
             sent += n
         }
@@ -200,7 +194,10 @@ public final class Browser: @unchecked Sendable {
         var length = 0
         while bodyStart.map({ response.count < $0 + length }) ?? true {
             let n = read(fd, &buffer, buffer.count)
-            guard n > 0 else { throw Failure(description: "chromedriver closed the connection mid-answer") }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                throw Failure(description: "chromedriver closed the connection mid-answer (\(response.count) bytes read, errno \(n < 0 ? errno : 0))")
+            }
             response.append(contentsOf: buffer[0..<n])
             if bodyStart == nil, let end = response.range(of: Data("\r\n\r\n".utf8)) {
                 bodyStart = end.upperBound

@@ -133,8 +133,8 @@ enum DashboardTemplates {
           <table class="fields">
             <tr><th>Kind</th><td>{{kind}}</td></tr>
             <tr><th>Priority</th><td>{{priority}}</td></tr>
-            <tr><th>Conversation</th><td><code>{{conversation}}</code></td></tr>
-            {{#batch}}<tr><th>Batch</th><td><code>{{batch}}</code></td></tr>{{/batch}}
+            <tr><th>Conversation</th><td><a href="/jobs?conversation={{conversation}}"><code>{{conversation}}</code></a></td></tr>
+            {{#batch}}<tr><th>Batch</th><td><a href="/jobs?batch={{batch}}"><code>{{batch}}</code></a></td></tr>{{/batch}}
             <tr><th>Attempts</th><td>{{attempt}} (retries used {{retryCount}} of {{maxRetries}})</td></tr>
             {{#timeline}}<tr><th>{{label}}</th><td><time datetime="{{at}}">{{at}}</time></td></tr>{{/timeline}}
             {{#errorMessage}}<tr><th>Error</th><td class="error">{{errorMessage}}</td></tr>{{/errorMessage}}
