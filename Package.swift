@@ -140,7 +140,9 @@ let package = Package(
         ),
         .testTarget(
             name: "ImageJobsServerTests",
-            dependencies: ["ImageJobsServer", "ImageJobs", "JobEngine", "TestSupport"],
+            dependencies: [
+                "ImageJobsServer", "ImageJobs", "JobEngine", "TestSupport", .product(name: "HTTPTypes", package: "swift-http-types"),
+            ],
             swiftSettings: settings
         ),
         .testTarget(

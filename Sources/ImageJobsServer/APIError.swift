@@ -28,7 +28,7 @@ struct APIError: Error {
     }
 
     /// The queue's errors in HTTP terms: bad input 422, unknown 404, wrong state or key
-    /// conflict 409, database down 503. Other errors say only that the server failed (the log
+    /// conflict 409, an action the server's database role may not take 403, database down 503. Other errors say only that the server failed (the log
     /// has the detail): their text could name database internals.
     static func from(_ error: any Error) -> APIError {
         if let error = error as? APIError { return error }
@@ -43,6 +43,10 @@ struct APIError: Error {
         case .notFound: return APIError(status: .notFound, message: error.message)
         case .invalidState, .duplicate: return APIError(status: .conflict, message: error.message, field: error.field)
         case .databaseUnavailable: return APIError(status: .serviceUnavailable, message: "the database is unavailable; try again shortly")
+        case .notPermitted:
+            return APIError(
+                status: .forbidden,
+                message: "the server's database role may not do this (pause and resume need the schema owner's rights, as `imagejobs pause` does)")
         default: return APIError(status: .internalServerError, message: "the server failed to answer; its log says why")
         }
     }

@@ -18,6 +18,8 @@ public struct JobQueueError: Error, Sendable, CustomStringConvertible {
         public static let database = Code("database")
         /// An idempotency key is already used by a different job of the group.
         public static let duplicate = Code("duplicate")
+        /// The database role may not do this (pausing, say, is the schema owner's).
+        public static let notPermitted = Code("not_permitted")
         public var description: String { raw }
     }
 
@@ -66,6 +68,9 @@ public struct JobQueueError: Error, Sendable, CustomStringConvertible {
                     message = message[message.index(colon, offsetBy: 2)...]
                 }
                 return JobQueueError(.invalidInput, String(message), field: field, index: index, jobID: jobID)
+            }
+            if pg.sqlState == .insufficientPrivilege {
+                return JobQueueError(.notPermitted, "the database role may not do this: \(pg.message)", jobID: jobID)
             }
             if pg.sqlState?.errorClass == "08" || pg.sqlState == .adminShutdown || pg.sqlState == .cannotConnectNow {
                 return JobQueueError(.databaseUnavailable, "the database is unavailable: \(pg)", jobID: jobID)

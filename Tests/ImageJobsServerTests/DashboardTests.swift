@@ -1,9 +1,11 @@
 import Foundation
+import HTTPTypes
 import ImageJobs
-import ImageJobsServer
 import JobEngine
 import TestSupport
 import Testing
+
+@testable import ImageJobsServer
 
 /// The dashboard over real sockets, as a browser without JavaScript meets it: sign-in, the
 /// session cookie, pages, form tokens on every action, and the overview's event stream.
@@ -184,5 +186,15 @@ struct DashboardTests {
             try await JobFactory(schema.pool).finish([job.id])
             #expect(await waitFor("status-completed"))
         }
+    }
+}
+
+@Suite("the API's error mapping")
+struct APIErrorMappingTests {
+    @Test("an action the server's database role may not take is a 403 saying so, not a 500")
+    func notPermitted() {
+        let answer = APIError.from(JobQueueError(.notPermitted, "the database role may not do this: permission denied for table job_pauses"))
+        #expect(answer.status == .forbidden)
+        #expect(answer.message.contains("database role may not do this") && !answer.message.contains("job_pauses"))
     }
 }

@@ -27,6 +27,27 @@ struct SecurityTests {
         }
     }
 
+    @Test("a statement the role may not run is the queue's not_permitted error, naming no value")
+    func refusalIsNamed() async throws {
+        try await TestDatabase.withMigratedSchema { schema, _ in
+            let refusal: JobQueueError? = try await schema.pool.withConnection { conn in
+                try await conn.query("BEGIN")
+                try await conn.query("SET LOCAL ROLE imagejobs_client")
+                var mapped: JobQueueError?
+                do {
+                    try await conn.query("INSERT INTO job_pauses (kind) VALUES ('image.generate')")
+                } catch {
+                    mapped = JobQueueError.from(error) as? JobQueueError
+                }
+                try await conn.query("ROLLBACK")
+                return mapped
+            }
+            let mapped = try #require(refusal)
+            #expect(mapped.code == .notPermitted)
+            #expect(mapped.message.hasPrefix("the database role may not do this"))
+        }
+    }
+
     @Test("each role is allowed exactly what it needs and refused (42501) the rest")
     func privilegeMatrix() async throws {
         try await TestDatabase.withMigratedSchema { schema, queue in
