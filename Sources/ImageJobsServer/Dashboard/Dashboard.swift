@@ -29,23 +29,21 @@ struct Dashboard: Sendable {
                 return response
             }
         }
-        router.get("/") { request, _ in await self.page(request) { key in try await self.overviewPage(csrf: DashboardSession.formToken(key: key)) } }
-        router.get("dashboard/events") { request, _ in await self.page(request) { key in self.overviewEvents(csrf: DashboardSession.formToken(key: key)) } }
-        router.get("jobs") { request, _ in await self.page(request) { key in try await self.jobsPage(request, csrf: DashboardSession.formToken(key: key)) } }
+        router.get("/") { request, _ in await self.page(request) { csrf in try await self.overviewPage(csrf: csrf) } }
+        router.get("dashboard/events") { request, _ in await self.page(request) { csrf in self.overviewEvents(csrf: csrf) } }
+        router.get("jobs") { request, _ in await self.page(request) { csrf in try await self.jobsPage(request, csrf: csrf) } }
         router.get("jobs/:id") { request, context in
-            await self.page(request) { key in
-                try await self.jobPage(try APIServer.id(context, "id"), csrf: DashboardSession.formToken(key: key))
-            }
+            await self.page(request) { csrf in try await self.jobPage(try APIServer.id(context, "id"), csrf: csrf) }
         }
         router.post("jobs/:id/cancel") { request, context in
-            await self.action(request) { form in
+            await self.action(request) { _ in
                 let id = try APIServer.id(context, "id")
                 _ = try await self.queue.cancel(id)
                 return Self.redirect("/jobs/\(id.lowercasedString)")
             }
         }
         router.post("jobs/:id/retry") { request, context in
-            await self.action(request) { form in
+            await self.action(request) { _ in
                 let id = try APIServer.id(context, "id")
                 try await self.queue.retry(id)
                 return Self.redirect("/jobs/\(id.lowercasedString)")
@@ -89,11 +87,12 @@ struct Dashboard: Sendable {
         }
     }
 
-    /// A page for a signed-in admin; anyone else is sent to the sign-in form.
-    func page(_ request: Request, _ body: (String) async throws -> Response) async -> Response {
+    /// A page for a signed-in admin, given the session's form token; anyone else is sent to
+    /// the sign-in form.
+    func page(_ request: Request, _ body: (_ csrf: String) async throws -> Response) async -> Response {
         do {
             guard let key = try await adminKey(request) else { return Self.redirect("/login") }
-            return try await body(key)
+            return try await body(DashboardSession.formToken(key: key))
         } catch {
             return failure(error, request)
         }
@@ -116,6 +115,7 @@ struct Dashboard: Sendable {
         }
     }
 
+    /// The session's key, when it is a live key with the admin scope.
     func adminKey(_ request: Request) async throws -> String? {
         guard let key = DashboardSession.key(request), let scopes = try await keys.scopes(ofKey: key), APIScope.admin.isGranted(by: scopes)
         else { return nil }
