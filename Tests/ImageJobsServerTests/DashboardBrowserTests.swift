@@ -38,14 +38,14 @@ struct DashboardBrowserTests {
         #expect(try await browser.url() == api.base + "/login", "not signed in: sent to the form")
         try await browser.type("#key", key)
         try await browser.click(".login button[type=submit]")
-        let signedIn = try await browser.waitUntil { try await browser.text("h1") == "Overview" }
+        let signedIn = try await eventually(timeout: .seconds(15)) { try await browser.text("h1") == "Overview" }
         let shown = try await browser.text("main") ?? ""
         #expect(signedIn, "the page shows: \(shown)")
 
         // Submitted after the page loaded: only the live stream can show it.
         let job = try await queue.submit(try image("a lighthouse at dusk")).job
         let row = "#next [data-job=\"\(job.id.lowercasedString)\"]"
-        #expect(try await browser.waitUntil { try await browser.text(row) != nil }, "the new job appears without a reload")
+        #expect(try await eventually(timeout: .seconds(15)) { try await browser.text(row) != nil }, "the new job appears without a reload")
 
         let worker = Worker(
             pool: schema.makePool(), handlers: [ImageJobHandler(generator: ProceduralGenerator())], configuration: fastConfiguration(),
@@ -53,18 +53,18 @@ struct DashboardBrowserTests {
         let running = Task { try await worker.run() }
         for n in 0..<5 { _ = try await queue.submit(try image("a kite over dunes \(n)")) }
         let finished = "#finished [data-job=\"\(job.id.lowercasedString)\"] .status-completed"
-        #expect(try await browser.waitUntil { try await browser.text(finished) != nil }, "its completion appears without a reload")
+        #expect(try await eventually(timeout: .seconds(15)) { try await browser.text(finished) != nil }, "its completion appears without a reload")
         _ = try await eventually { try await queue.overview().priorities.allSatisfy { $0.queued + $0.running == 0 } }
         running.cancel()
         _ = await running.result
         for n in 0..<3 { _ = try await queue.submit(try image("a harbour in fog \(n)")) }
-        #expect(try await browser.waitUntil { try await browser.text("#running .empty") != nil }, "the running jobs' end appears")
-        #expect(try await browser.waitUntil { try await browser.run("return document.querySelectorAll('.chart rect').length").doubleValue ?? 0 > 0 })
+        #expect(try await eventually(timeout: .seconds(15)) { try await browser.text("#running .empty") != nil }, "the running jobs' end appears")
+        #expect(try await eventually(timeout: .seconds(15)) { try await browser.run("return document.querySelectorAll('.chart rect').length").doubleValue ?? 0 > 0 })
         try await save(browser, "dashboard-overview")
 
         try await browser.click("#finished a[href=\"/jobs/\(job.id.lowercasedString)\"]")
-        #expect(try await browser.waitUntil { try await browser.text("#status") == "completed" })
-        let imageShown = try await browser.waitUntil {
+        #expect(try await eventually(timeout: .seconds(15)) { try await browser.text("#status") == "completed" })
+        let imageShown = try await eventually(timeout: .seconds(15)) {
             try await browser.run("const i = document.getElementById('image'); return i !== null && i.complete && i.naturalWidth").doubleValue == 96
         }
         #expect(imageShown, "the job's page shows its PNG, loaded with the session cookie")
@@ -75,16 +75,16 @@ struct DashboardBrowserTests {
         try await browser.open(api.base + "/jobs/\(failed.id.lowercasedString)")
         #expect(try await browser.text("#status") == "error")
         try await browser.click("#retry")
-        #expect(try await browser.waitUntil { try await browser.text("#status") == "pending" })
+        #expect(try await eventually(timeout: .seconds(15)) { try await browser.text("#status") == "pending" })
         #expect(try await queue.job(failed.id).status == .pending)
 
         try await browser.open(api.base + "/")
         try await browser.type("#pause-kind", ImageJob.kind)
         try await browser.click("#pause")
-        #expect(try await browser.waitUntil { try await browser.text("#paused")?.contains(ImageJob.kind) == true })
+        #expect(try await eventually(timeout: .seconds(15)) { try await browser.text("#paused")?.contains(ImageJob.kind) == true })
         #expect(try await queue.schedulingSettings().paused == [ImageJob.kind])
         try await browser.click("#paused button.resume")
-        #expect(try await browser.waitUntil { try await browser.text("#paused") == nil })
+        #expect(try await eventually(timeout: .seconds(15)) { try await browser.text("#paused") == nil })
         #expect(try await queue.schedulingSettings().paused.isEmpty)
     }
 }

@@ -125,16 +125,6 @@ public final class Browser: @unchecked Sendable {
         try await run("const e = document.querySelector(arguments[0]); return e ? e.innerText : null;", [.string(selector)]).stringValue
     }
 
-    /// Polls `condition` until it holds or `timeout` passes.
-    public func waitUntil(timeout: Duration = .seconds(15), _ condition: () async throws -> Bool) async throws -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if try await condition() { return true }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        return try await condition()
-    }
-
     /// A PNG of the window as it shows the page.
     public func screenshot() async throws -> Data {
         guard let text = try await command("GET", "/screenshot", nil).stringValue, let data = Data(base64Encoded: text) else {
