@@ -17,6 +17,11 @@ public final class EventStreamClient: @unchecked Sendable {
     public private(set) var statusLine = ""
     public let events: AsyncStream<Event>
     private let fd: Int32
+    /// Set (under the lock) when the reading thread closes `fd`: from then on the number may
+    /// belong to another socket of this process (a database connection), which `disconnect`
+    /// must not touch.
+    private var closed = false
+    private let lock = NSLock()
 
     /// Connects and sends `GET path` with the headers given.
     public init(port: Int, path: String, headers: [String: String]) throws {
@@ -33,7 +38,9 @@ public final class EventStreamClient: @unchecked Sendable {
 
     /// Closes the connection (the server sees the client go away).
     public func disconnect() {
-        shutdown(fd, Int32(SHUT_RDWR))
+        lock.lock()
+        defer { lock.unlock() }
+        if !closed { shutdown(fd, Int32(SHUT_RDWR)) }
     }
 
     /// The next event within `timeout`, or `nil` (timed out, or the server ended the stream).
@@ -45,7 +52,10 @@ public final class EventStreamClient: @unchecked Sendable {
 
     private func read(_ continuation: AsyncStream<Event>.Continuation) {
         defer {
+            lock.lock()
+            closed = true
             close(fd)
+            lock.unlock()
             continuation.finish()
         }
         var head = ""
