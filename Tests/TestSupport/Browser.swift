@@ -92,13 +92,13 @@ public final class Browser: @unchecked Sendable {
 
     /// The page's URL.
     public func url() async throws -> String {
-        try await command("GET", "/url", nil).stringValue ?? ""
+        try await command("GET", "/url", nil, readOnly: true).stringValue ?? ""
     }
 
     /// Runs `script` (a function body; `arguments` holds `args`) in the page and returns its value.
     @discardableResult
     public func run(_ script: String, _ args: [JSONValue] = []) async throws -> JSONValue {
-        try await command("POST", "/execute/sync", .object(["script": .string(script), "args": .array(args)]))
+        try await command("POST", "/execute/sync", .object(["script": .string(script), "args": .array(args)]), readOnly: true)
     }
 
     /// Clicks the first element matching `selector`, as a person would. A live page may
@@ -127,27 +127,40 @@ public final class Browser: @unchecked Sendable {
 
     /// A PNG of the window as it shows the page.
     public func screenshot() async throws -> Data {
-        guard let text = try await command("GET", "/screenshot", nil).stringValue, let data = Data(base64Encoded: text) else {
+        guard let text = try await command("GET", "/screenshot", nil, readOnly: true).stringValue, let data = Data(base64Encoded: text) else {
             throw Failure(description: "chromedriver sent no screenshot")
         }
         return data
     }
 
     private func element(_ selector: String) async throws -> String {
-        let found = try await command("POST", "/element", .object(["using": .string("css selector"), "value": .string(selector)]))
+        let found = try await command("POST", "/element", .object(["using": .string("css selector"), "value": .string(selector)]), readOnly: true)
         guard case .object(let fields) = found, let id = fields.values.first?.stringValue else {
             throw Failure(description: "no element matches \(selector)")
         }
         return id
     }
 
-    private func command(_ method: String, _ path: String, _ body: JSONValue?) async throws -> JSONValue {
-        let answer = try await Self.call(method, base + path, body)
+    /// One WebDriver command. chromedriver sometimes drops a connection unanswered while the
+    /// page navigates (seen on a loaded machine); a `readOnly` command (a look, not an action)
+    /// is then asked again.
+    private func command(_ method: String, _ path: String, _ body: JSONValue?, readOnly: Bool = false) async throws -> JSONValue {
+        var answer: JSONValue = .null
+        for attempt in 1...5 {
+            do {
+                answer = try await Self.call(method, base + path, body)
+                break
+            } catch let failure as Failure where readOnly && failure.description.hasPrefix(Self.unanswered) && attempt < 5 {
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
         if let error = answer["value"]?["error"]?.stringValue {
             throw Failure(description: "\(method) \(path): \(error): \(answer["value"]?["message"]?.stringValue ?? "")")
         }
         return answer["value"] ?? .null
     }
+
+    static let unanswered = "chromedriver closed the connection mid-answer"
 
     /// One request to chromedriver over a plain socket, on a thread of its own (URLSession on
     /// Linux refuses chromedriver's headers, which have no space after the colon).
@@ -186,7 +199,7 @@ public final class Browser: @unchecked Sendable {
             let n = read(fd, &buffer, buffer.count)
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else {
-                throw Failure(description: "chromedriver closed the connection mid-answer (\(response.count) bytes read, errno \(n < 0 ? errno : 0))")
+                throw Failure(description: "\(unanswered) (\(response.count) bytes read, errno \(n < 0 ? errno : 0))")
             }
             response.append(contentsOf: buffer[0..<n])
             if bodyStart == nil, let end = response.range(of: Data("\r\n\r\n".utf8)) {
