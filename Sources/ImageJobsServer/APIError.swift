@@ -35,7 +35,8 @@ struct APIError: Error {
         if let error = error as? any HTTPResponseError, error.status == .contentTooLarge {
             return APIError(status: .contentTooLarge, message: "the request body is larger than the server accepts")
         }
-        guard let error = error as? JobQueueError else {
+        // Database errors from outside the queue (an API key's lookup) map as the queue's do.
+        guard let error = JobQueueError.from(error) as? JobQueueError else {
             return APIError(status: .internalServerError, message: "the server failed to answer; its log says why")
         }
         switch error.code {

@@ -46,8 +46,9 @@ public struct JobQueueError: Error, Sendable, CustomStringConvertible {
         return prefix + message
     }
 
-    /// Maps a database error to the queue's vocabulary (the one mapping at this boundary).
-    static func from(_ error: any Error, jobID: UUID? = nil) -> any Error {
+    /// Maps a database error to the queue's vocabulary (the one mapping at this boundary);
+    /// other errors come back as they were.
+    public static func from(_ error: any Error, jobID: UUID? = nil) -> any Error {
         if let error = error as? JobQueueError { return error }
         if let tx = error as? PGTransactionError { return from(tx.underlying, jobID: jobID) }
         guard let pg = error as? PGError else { return error }

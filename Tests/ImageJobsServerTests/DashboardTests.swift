@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import ImageJobs
 import JobEngine
+import Postgres
 import TestSupport
 import Testing
 
@@ -196,5 +197,11 @@ struct APIErrorMappingTests {
         let answer = APIError.from(JobQueueError(.notPermitted, "the database role may not do this: permission denied for table job_pauses"))
         #expect(answer.status == .forbidden)
         #expect(answer.message.contains("database role may not do this") && !answer.message.contains("job_pauses"))
+    }
+
+    @Test("a connection the database dropped (a restart) is a 503 to retry, wherever it was met, not a 500")
+    func databaseGone() {
+        let answer = APIError.from(PGError(.connectionClosed, message: "server closed the connection unexpectedly"))
+        #expect(answer.status == .serviceUnavailable)
     }
 }
