@@ -4,7 +4,6 @@ import Hummingbird
 import ImageJobs
 import JobEngine
 import Logging
-import ServiceLifecycle
 
 /// `imagejobs serve`: the versioned JSON API over the image queue. Every route authenticates
 /// its API key first, reads at most `maxBodyBytes` of body, and answers failures as

@@ -195,12 +195,10 @@ actor JobFeed: Service {
             if case .overview = stream.watch {
                 // Sent when a figure changed (not merely the time of the read), and in place of
                 // a keep-alive, so that the ages it shows never lag by more than that.
+                // (A stream of the overview means it was read: a failed read returned above.)
                 if let overview, !overview.sameFigures(as: stream.sentOverview) || now - stream.lastSent >= keepAlive {
                     stream.continuation.yield(FeedUpdate(at: at, jobs: [], overview: overview))
                     stream.sentOverview = overview
-                    stream.lastSent = now
-                } else if now - stream.lastSent >= keepAlive {
-                    stream.continuation.yield(FeedUpdate(at: at, jobs: []))
                     stream.lastSent = now
                 }
                 streams[key] = stream

@@ -110,7 +110,7 @@ struct JobsView {
         self.conversation = conversation?.lowercasedString ?? ""
         self.batch = batch?.lowercasedString ?? ""
         let byFinish = conversation == nil && batch == nil && status?.isFinal == true
-        order = "The newest \(jobs.count == 100 ? "100" : "\(jobs.count)") \(byFinish ? "by finish time" : "by submit time")."
+        order = "The newest \(jobs.count) \(byFinish ? "by finish time" : "by submit time")."
         table = JobTableView(
             name: "jobs", title: "Jobs", timeLabel: byFinish ? "Finished" : "Submitted",
             jobs: jobs.map { JobRowView($0, time: byFinish ? $0.finishedAt : $0.createdAt) })
