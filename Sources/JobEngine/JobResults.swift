@@ -47,7 +47,7 @@ public enum JobResults {
     /// Stores a result; meant for ``JobResult/store`` so it commits with the attempt's completion.
     public static func store(_ result: JobResultRecord, on connection: PGConnection) async throws {
         try await connection.query(
-            ResultSQL.store(result, sha256: SHA256.hex(result.bytes)))
+            ResultSQL.store(result, sha256: SHA256.hexDigest(result.bytes)))
     }
 
     /// The result's description, or `nil` when the job has none.

@@ -20,7 +20,7 @@ public struct Migration: Sendable, Equatable {
     public var fileStem: String { String(format: "%04d_%@", version, name) }
 
     /// SHA-256 of the up file, recorded when applied; a changed file is refused.
-    public var checksum: String { SHA256.hex(Array(up.utf8)) }
+    public var checksum: String { SHA256.hexDigest(Array(up.utf8)) }
 
     /// Checksums of earlier texts of migrations corrected after they shipped, where the
     /// correction changes how the migration reaches its schema and not the schema itself, so a

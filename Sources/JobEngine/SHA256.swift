@@ -62,11 +62,17 @@ public enum SHA256 {
         a.count == b.count && zip(a, b).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
     }
 
-    /// The digest as lower-case hex.
-    public static func hex<Bytes: Collection>(_ bytes: Bytes) -> String where Bytes.Element == UInt8 {
+    /// The digest of `bytes` as lower-case hex.
+    public static func hexDigest<Bytes: Collection>(_ bytes: Bytes) -> String where Bytes.Element == UInt8 {
+        hex(digest(bytes))
+    }
+
+    /// `bytes` as lower-case hex (a digest or an HMAC, say).
+    public static func hex(_ bytes: [UInt8]) -> String {
         let digits: [Character] = Array("0123456789abcdef")
         var out = ""
-        for byte in digest(bytes) {
+        out.reserveCapacity(bytes.count * 2)
+        for byte in bytes {
             out.append(digits[Int(byte >> 4)])
             out.append(digits[Int(byte & 0x0f)])
         }

@@ -123,8 +123,8 @@ struct CLIEndToEndTests {
             let bytes = try [UInt8](Data(contentsOf: file))
             let stored = try await schema.pool.query("SELECT bytes, sha256 FROM job_results WHERE job_id = \(batch.jobIDs[0])")[0]
             #expect(bytes == [UInt8](try stored.decode("bytes", as: Data.self)))
-            #expect(SHA256.hex(bytes) == (try stored.decode("sha256", as: String.self)))
-            #expect(status.stdout.contains("\"sha256\":\"\(SHA256.hex(bytes))\""))
+            #expect(SHA256.hexDigest(bytes) == (try stored.decode("sha256", as: String.self)))
+            #expect(status.stdout.contains("\"sha256\":\"\(SHA256.hexDigest(bytes))\""))
             #expect(try await schema.pool.int("SELECT count(*) FROM job_results WHERE metadata @> '{\"width\": 256, \"height\": 256}'") == 20)
         }
     }

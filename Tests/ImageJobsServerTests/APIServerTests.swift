@@ -180,7 +180,7 @@ struct APIServerTests {
             #expect(served.headers["Content-Type"] == "image/png")
             #expect([UInt8](served.body) == png)
             let etag = try #require(served.headers["Etag"] ?? served.headers["ETag"])
-            #expect(etag == "\"\(SHA256.hex(png))\"")
+            #expect(etag == "\"\(SHA256.hexDigest(png))\"")
             #expect(try await api.send("GET", path, key: key, headers: ["If-None-Match": etag]).status == 304)
             #expect(try await api.send("GET", "/v1/jobs/\(UUID().lowercasedString)/image", key: key).status == 404)
         }

@@ -31,7 +31,7 @@ struct ImageWorkerTests {
             let info = try #require(try await JobResults.info(id, pool: schema.pool))
             #expect(info.metadata["width"] == 64 && info.metadata["height"] == 64 && info.backend == "automatic1111")
             #expect(info.byteSize == png.count)
-            #expect(info.sha256 == SHA256.hex(png))
+            #expect(info.sha256 == SHA256.hexDigest(png))
             #expect(try await JobResults.bytes(id, pool: schema.pool) == png)
         }
     }

@@ -12,7 +12,7 @@ struct MigrationTests {
         let onDisk = try Migration.load(directory: dir)
         #expect(onDisk.map(\.fileStem) == Migration.embedded.map(\.fileStem))
         #expect(onDisk.map(\.checksum) == Migration.embedded.map(\.checksum), "run `make generate` after editing migrations/")
-        #expect(onDisk.map { SHA256.hex(Array($0.down.utf8)) } == Migration.embedded.map { SHA256.hex(Array($0.down.utf8)) })
+        #expect(onDisk.map { SHA256.hexDigest(Array($0.down.utf8)) } == Migration.embedded.map { SHA256.hexDigest(Array($0.down.utf8)) })
         for m in onDisk {
             #expect(m.up.hasPrefix("-- \(String(format: "%04d", m.version))"), "\(m.fileStem).up.sql needs its prose header")
             #expect(m.down.hasPrefix("-- \(String(format: "%04d", m.version))"), "\(m.fileStem).down.sql needs its prose header")

@@ -32,7 +32,7 @@ enum DashboardSession {
 
     /// The form token of a session.
     static func formToken(key: String) -> String {
-        SHA256.hmac(key: Array(key.utf8), message: Array("imagejobs dashboard form".utf8)).map { String(format: "%02x", $0) }.joined()
+        SHA256.hex(SHA256.hmac(key: Array(key.utf8), message: Array("imagejobs dashboard form".utf8)))
     }
 
     /// Whether `token` is the session's form token (compared in constant time).
