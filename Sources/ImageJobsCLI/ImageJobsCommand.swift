@@ -14,7 +14,7 @@ public struct ImageJobsCommand: AsyncParsableCommand {
         subcommands: [
             Migrate.self, Submit.self, Status.self, Position.self, List.self, Batch.self, Cancel.self, Retry.self,
             Fetch.self, Watch.self, WorkerCommand.self, MaintainCommand.self, Report.self, Prune.self, BenchCommand.self,
-            Limits.self, Pause.self, Resume.self, Serve.self, APIKeysCommand.self,
+            Limits.self, Pause.self, Resume.self, Serve.self, APIKeysCommand.self, WebhooksCommand.self,
         ])
 
     public init() {}

@@ -107,4 +107,60 @@ extension ImageJobsCommand {
             }
         }
     }
+
+    /// `imagejobs webhooks allow|disallow|list`: the hosts submits may name as callbacks.
+    struct WebhooksCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "webhooks", abstract: "Allow, disallow and list the hosts webhooks may be delivered to.",
+            subcommands: [Allow.self, Disallow.self, List.self])
+
+        struct Allow: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Allow callbacks to a host: NAME (default ports), NAME:PORT, or a URL whose host and port are taken.")
+            @OptionGroup var database: DatabaseOptions
+            @Argument(help: "The host.") var host: String
+
+            func run() async throws {
+                try await runCommand {
+                    let pool = try database.pool(maxConnections: 1)
+                    let entry = try await Webhooks(pool: pool).allow(host)
+                    await pool.close()
+                    print("allowed \(entry)")
+                }
+            }
+        }
+
+        struct Disallow: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Stop allowing a host; its queued deliveries fail without being sent.")
+            @OptionGroup var database: DatabaseOptions
+            @Argument(help: "The host, as `webhooks list` shows it.") var host: String
+
+            func run() async throws {
+                try await runCommand {
+                    let pool = try database.pool(maxConnections: 1)
+                    let removed = try await Webhooks(pool: pool).disallow(host)
+                    await pool.close()
+                    guard removed else { throw JobQueueError(.notFound, "\(host.prefix(100)) is not an allowed webhook host") }
+                    print("disallowed \(host.lowercased())")
+                }
+            }
+        }
+
+        struct List: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "List the allowed hosts.")
+            @OptionGroup var database: DatabaseOptions
+            @Flag(help: "Print JSON.") var json = false
+
+            func run() async throws {
+                try await runCommand {
+                    let pool = try database.pool(maxConnections: 1)
+                    let hosts = try await Webhooks(pool: pool).hosts()
+                    await pool.close()
+                    if json { return try printJSON(hosts) }
+                    hosts.forEach { print($0) }
+                }
+            }
+        }
+    }
 }

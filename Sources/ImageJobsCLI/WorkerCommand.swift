@@ -62,7 +62,7 @@ package struct WorkerOptions: ParsableArguments {
         if let metricsPort, !(1...65535).contains(metricsPort) { throw ValidationError("--metrics-port must be 1–65535") }
     }
 
-    /// Runs the worker with the image handler, and `extraHandlers` for kinds of their own.
+    /// Runs the worker with the image and webhook handlers, and `extraHandlers` for kinds of their own.
     package func run(extraHandlers: [any JobHandler] = []) async throws {
         try await runCommand {
             // A worker logs at info unless told otherwise: claims and completions stay at debug,
@@ -96,7 +96,8 @@ package struct WorkerOptions: ParsableArguments {
                 configuration: pgConfig, options: .init(maxConnections: maxConnections ?? min(8, concurrency + 2)), logger: logger)
             let imageGenerator = try makeGenerator()
             var handlers: [any JobHandler] = [
-                ImageJobHandler(generator: imageGenerator, outputDirectory: outputDir.map { URL(fileURLWithPath: $0) })
+                ImageJobHandler(generator: imageGenerator, outputDirectory: outputDir.map { URL(fileURLWithPath: $0) }),
+                WebhookDeliveryHandler(),
             ]
             handlers += extraHandlers
             let worker = Worker(pool: pool, handlers: handlers, configuration: config, logger: logger)

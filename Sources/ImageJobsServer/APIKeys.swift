@@ -27,6 +27,12 @@ public struct APIKeyInfo: Sendable, Equatable, Codable {
     }
 }
 
+/// Who made a request: the key's id (which signs the webhooks its submits name) and its scopes.
+struct APICaller: Sendable {
+    var keyID: UUID
+    var scopes: Set<APIScope>
+}
+
 /// The HTTP API's keys (migration 0018). A key is `ijk_` and 48 hex digits (24 random bytes);
 /// the database keeps its SHA-256 and its first 12 digits, so a stolen table gives no usable key.
 public struct APIKeys: Sendable {
@@ -70,19 +76,19 @@ public struct APIKeys: Sendable {
         return !rows.isEmpty
     }
 
-    /// The scopes of a live key, or `nil` for a key that is malformed, unknown or revoked. The
-    /// digests are compared in constant time.
-    func scopes(ofKey key: String) async throws -> Set<APIScope>? {
+    /// The live key behind `key` (its id and scopes), or `nil` for a key that is malformed,
+    /// unknown or revoked. The digests are compared in constant time.
+    func caller(ofKey key: String) async throws -> APICaller? {
         let hex = key.dropFirst(4)
         guard key.hasPrefix("ijk_"), hex.count == 48, hex.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) else { return nil }
         guard let row = try await pool.query("""
-            SELECT sha256, scopes FROM api_keys WHERE prefix = \(String(hex.prefix(12))) AND revoked_at IS NULL
+            SELECT id, sha256, scopes FROM api_keys WHERE prefix = \(String(hex.prefix(12))) AND revoked_at IS NULL
             """).first
         else { return nil }
         let stored = [UInt8](try row.decode("sha256", as: Data.self))
         let given = SHA256.digest(Array(key.utf8))
         guard SHA256.constantTimeEqual(stored, given) else { return nil }
-        return Set(try row.decode("scopes", as: [String].self).compactMap(APIScope.init(rawValue:)))
+        return APICaller(keyID: try row.decode("id"), scopes: Set(try row.decode("scopes", as: [String].self).compactMap(APIScope.init(rawValue:))))
     }
 
     private static func info(_ row: PGRow) throws -> APIKeyInfo {

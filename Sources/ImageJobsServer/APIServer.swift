@@ -11,6 +11,7 @@ import Logging
 public struct APIServer: Sendable {
     let queue: JobQueue
     let keys: APIKeys
+    let webhooks: Webhooks
     let logger: Logger
     let maxBodyBytes: Int
 
@@ -19,6 +20,7 @@ public struct APIServer: Sendable {
     public init(queue: JobQueue, logger: Logger, maxBodyBytes: Int = 8 << 20) {
         self.queue = queue
         self.keys = APIKeys(pool: queue.pool)
+        self.webhooks = Webhooks(pool: queue.pool)
         self.logger = logger
         self.maxBodyBytes = maxBodyBytes
     }
@@ -38,8 +40,13 @@ public struct APIServer: Sendable {
         router.get("openapi.json") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
         }
-        router.post("v1/jobs") { request, _ in await self.answer(request, .submit) { try await self.submitJob(request) } }
-        router.post("v1/batches") { request, _ in await self.answer(request, .submit) { try await self.submitBatch(request) } }
+        router.post("v1/jobs") { request, _ in await self.answer(request, .submit) { try await self.submitJob(request, by: $0) } }
+        router.post("v1/batches") { request, _ in await self.answer(request, .submit) { try await self.submitBatch(request, by: $0) } }
+        router.get("v1/webhook-secret") { request, _ in
+            await self.answer(request, .submit) { caller in
+                try Self.json(JSONValue.object(["secret": .string(try await self.webhooks.secret(keyID: caller.keyID) ?? "")]))
+            }
+        }
         router.get("v1/jobs/:id") { request, context in
             await self.answer(request, .read) { try await self.job(try Self.id(context, "id")) }
         }
@@ -103,30 +110,53 @@ public struct APIServer: Sendable {
 
     // MARK: Routes
 
-    /// `POST /v1/jobs`: one batch-file item; `Idempotency-Key` names it (as `idempotency_key`
-    /// does). 201 with the new job, 200 with the earlier one for a key already used.
-    func submitJob(_ request: Request) async throws -> Response {
-        var item = try await body(request)
+    /// `POST /v1/jobs`: one batch-file item, plus `callback_url` for its webhooks;
+    /// `Idempotency-Key` names it (as `idempotency_key` does). 201 with the new job, 200 with
+    /// the earlier one for a key already used.
+    func submitJob(_ request: Request, by caller: APICaller) async throws -> Response {
+        guard case .object(var fields) = try await body(request) else { throw JobQueueError(.invalidInput, "a job must be a JSON object") }
         if let key = request.headers[.idempotencyKey] {
-            guard case .object(var fields) = item else { throw JobQueueError(.invalidInput, "a job must be a JSON object") }
             if let given = fields["idempotency_key"], given != .null, given != .string(key) {
                 throw JobQueueError(.invalidInput, "idempotency_key differs from the Idempotency-Key header; give one", field: "idempotency_key")
             }
             fields["idempotency_key"] = .string(key)
-            item = .object(fields)
         }
-        let (job, created) = try await queue.submit(try ImageJob.spec(item: item))
+        let callback = try await webhooks.takeCallback(from: &fields, index: nil)
+        let (job, created) = try await webhooks.submit(try ImageJob.spec(item: .object(fields)), callback: callback, keyID: caller.keyID, queue: queue)
         return try Self.json(try await document(job), status: created ? .created : .ok, location: "/v1/jobs/\(job.id.lowercasedString)")
     }
 
-    /// `POST /v1/batches`: a JSON array of items of one conversation, all or nothing;
-    /// `Idempotency-Key` names the batch.
-    func submitBatch(_ request: Request) async throws -> Response {
-        guard case .array(let items) = try await body(request) else {
+    /// `POST /v1/batches`: the items of one conversation, all or nothing, as a JSON array or
+    /// as `{"jobs": [...], "callback_url": ...}` (the batch's completion webhook); each item
+    /// may name its own `callback_url`. `Idempotency-Key` names the batch.
+    func submitBatch(_ request: Request, by caller: APICaller) async throws -> Response {
+        var batchCallback: URL?
+        var items: [JSONValue]
+        switch try await body(request) {
+        case .array(let array):
+            items = array
+        case .object(var fields):
+            guard case .array(let array)? = fields.removeValue(forKey: "jobs") else {
+                throw JobQueueError(.invalidInput, "a batch is a JSON array of jobs, or an object with \"jobs\" (that array) and \"callback_url\"", field: "jobs")
+            }
+            batchCallback = try await webhooks.takeCallback(from: &fields, index: nil)
+            if let unknown = fields.keys.sorted().first {
+                throw JobQueueError(.invalidInput, "unknown field \"\(unknown.prefix(40))\"; a batch object has jobs and callback_url", field: unknown)
+            }
+            items = array
+        default:
             throw JobQueueError(.invalidInput, "a batch is a JSON array of jobs", field: "jobs")
         }
+        var callbacks: [URL?] = []
+        for i in items.indices {
+            guard case .object(var fields) = items[i] else { callbacks.append(nil); continue }
+            callbacks.append(try await webhooks.takeCallback(from: &fields, index: i))
+            items[i] = .object(fields)
+        }
         let (specs, conversation) = try ImageJob.batch(items: items)
-        let submitted = try await queue.submitBatch(specs, groupID: conversation, idempotencyKey: request.headers[.idempotencyKey])
+        let submitted = try await webhooks.submitBatch(
+            specs, groupID: conversation, idempotencyKey: request.headers[.idempotencyKey],
+            callback: batchCallback, jobCallbacks: callbacks, keyID: caller.keyID, queue: queue)
         return try Self.json(
             submitted, status: submitted.created ? .created : .ok, location: "/v1/batches/\(submitted.batchID.lowercasedString)")
     }
@@ -208,14 +238,14 @@ public struct APIServer: Sendable {
     /// Authenticates, checks the scope, runs the route and turns any failure into JSON. A GET
     /// may also authenticate with the dashboard's session cookie (its pages load images and
     /// event streams from here); a POST never does, so no other site's page can act with it.
-    func answer(_ request: Request, _ scope: APIScope, _ route: () async throws -> Response) async -> Response {
+    func answer(_ request: Request, _ scope: APIScope, _ route: (APICaller) async throws -> Response) async -> Response {
         do {
             let bearer = request.headers[.authorization].flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : nil }
             let session = request.method == .get ? DashboardSession.key(request) : nil
-            guard let key = bearer ?? session, let scopes = try await keys.scopes(ofKey: key.trimmingCharacters(in: .whitespaces))
+            guard let key = bearer ?? session, let caller = try await keys.caller(ofKey: key.trimmingCharacters(in: .whitespaces))
             else { throw APIError.unauthorized() }
-            guard scope.isGranted(by: scopes) else { throw APIError.forbidden(scope) }
-            return try await route()
+            guard scope.isGranted(by: caller.scopes) else { throw APIError.forbidden(scope) }
+            return try await route(caller)
         } catch {
             let answer = APIError.from(error)
             if answer.status.code >= 500 {
@@ -223,6 +253,11 @@ public struct APIServer: Sendable {
             }
             return answer.response
         }
+    }
+
+    /// The same, for a route that does not need to know who asked.
+    func answer(_ request: Request, _ scope: APIScope, _ route: () async throws -> Response) async -> Response {
+        await answer(request, scope) { (_: APICaller) in try await route() }
     }
 
     /// A job's fields as the API and its events show them, with its `position` when known

@@ -53,7 +53,29 @@ enum OpenAPIDocument {
               "timeout": { "type": ["number", "null"], "minimum": 1, "maximum": 86400, "description": "Seconds one attempt may run." },
               "max_retries": { "type": ["integer", "null"], "minimum": 0, "maximum": 25 },
               "idempotency_key": { "type": ["string", "null"], "minLength": 1, "maxLength": 200, "not": { "type": "string", "pattern": "\\u0000" } },
-              "run_at": { "type": ["string", "null"], "format": "date-time", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$", "description": "Not claimable before; at most 366 days ahead (422 beyond)." }
+              "run_at": { "type": ["string", "null"], "format": "date-time", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$", "description": "Not claimable before; at most 366 days ahead (422 beyond)." },
+              "callback_url": { "type": ["string", "null"], "format": "uri", "maxLength": 2048, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://",
+                                "description": "Where the job's end (completed, failed, cancelled) is delivered as a signed webhook (see `webhooks`). Its host must be one the operator allowed (`imagejobs webhooks allow`), else 422; no user name or password." }
+            }
+          },
+          "BatchRequest": {
+            "description": "The items of one conversation as an array, or an object whose `callback_url` receives the batch's completion.",
+            "oneOf": [
+              { "type": "array", "minItems": 1, "maxItems": 10000, "items": { "$ref": "#/components/schemas/JobItem" } },
+              { "type": "object", "required": ["jobs"], "additionalProperties": false,
+                "properties": {
+                  "jobs": { "type": "array", "minItems": 1, "maxItems": 10000, "items": { "$ref": "#/components/schemas/JobItem" } },
+                  "callback_url": { "$ref": "#/components/schemas/JobItem/properties/callback_url" }
+                } }
+            ]
+          },
+          "WebhookEvent": {
+            "type": "object", "required": ["type", "created_at", "data"],
+            "description": "The body of a delivery, as it was when the event happened.",
+            "properties": {
+              "type": { "type": "string", "enum": ["job.completed", "job.failed", "job.cancelled", "batch.completed"] },
+              "created_at": { "type": "string", "format": "date-time" },
+              "data": { "type": "object", "description": "For a job: id, conversation_id, batch_id, kind, status, attempt, retry_count, error_message, created_at, finished_at, links. For a batch: id, conversation_id, jobs, statuses (count per status), created_at, finished_at, links." }
             }
           },
           "Event": {
@@ -123,7 +145,31 @@ enum OpenAPIDocument {
           }
         }
       },
+      "webhooks": {
+        "event": {
+          "post": {
+            "summary": "A job's end or a batch's completion, POSTed to the submit's callback_url by a worker; retried with backoff (10 retries) until the receiver answers 2xx. Redirects are not followed; 410 stops the retries.",
+            "parameters": [
+              { "name": "ImageJobs-Event", "in": "header", "required": true, "schema": { "type": "string" } },
+              { "name": "ImageJobs-Delivery", "in": "header", "required": true, "description": "The same on every retry of one delivery: drop duplicates by it.", "schema": { "type": "string", "format": "uuid" } },
+              { "name": "ImageJobs-Signature", "in": "header", "required": true, "description": "t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\" keyed with the submitting key's secret (GET /v1/webhook-secret)>. Refuse old t (replays).", "schema": { "type": "string" } }
+            ],
+            "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/WebhookEvent" } } } },
+            "responses": { "2XX": { "description": "Delivered." }, "410": { "description": "Gone: no more retries." } }
+          }
+        }
+      },
       "paths": {
+        "/v1/webhook-secret": {
+          "get": {
+            "summary": "The secret that signs the webhooks of this key's submits (scope: submit).",
+            "responses": {
+              "200": { "description": "The secret.", "content": { "application/json": { "schema": { "type": "object", "required": ["secret"], "properties": { "secret": { "type": "string" } } } } } },
+              "401": { "$ref": "#/components/responses/unauthorized" }, "403": { "$ref": "#/components/responses/forbidden" },
+              "503": { "$ref": "#/components/responses/unavailable" }
+            }
+          }
+        },
         "/v1/jobs": {
           "post": {
             "summary": "Submit one image job (scope: submit).",
@@ -143,7 +189,7 @@ enum OpenAPIDocument {
           "post": {
             "summary": "Submit a batch of one conversation's jobs, all or nothing (scope: submit).",
             "parameters": [{ "$ref": "#/components/parameters/idempotencyKey" }],
-            "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "array", "minItems": 1, "maxItems": 10000, "items": { "$ref": "#/components/schemas/JobItem" } } } } },
+            "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/BatchRequest" } } } },
             "responses": {
               "201": { "description": "Created.", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/SubmittedBatch" } } } },
               "200": { "description": "The batch an earlier submit with the same idempotency key made.", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/SubmittedBatch" } } } },

@@ -43,6 +43,27 @@ struct ServeCommandTests {
         }
     }
 
+    @Test("webhooks allow takes a name, name:port or URL and stores its host; list shows them; disallow removes; bad hosts write nothing")
+    func webhookHosts() async throws {
+        try await TestDatabase.withMigratedSchema { schema, _ in
+            let cli = CLI(databaseURL: schema.connectionString)
+            for bad in ["hooks.example.com/path", "", "http://", "exa mple.com"] {
+                let answer = try await cli.run(["webhooks", "allow", bad])
+                #expect(answer.status == 64, "\(bad): \(answer.stderr)")
+                #expect(answer.stderr.contains("give a host as NAME, NAME:PORT or a URL"), "\(answer.stderr)")
+            }
+            #expect(try await schema.pool.int("SELECT count(*)::int FROM webhook_hosts") == 0)
+
+            #expect(try await cli.run(["webhooks", "allow", "Hooks.Example.com"]).stdout == "allowed hooks.example.com\n")
+            #expect(try await cli.run(["webhooks", "allow", "https://10.1.2.3:8443/receive"]).stdout == "allowed 10.1.2.3:8443\n")
+            #expect(try await cli.run(["webhooks", "allow", "hooks.example.com"]).status == 0, "allowing twice is fine")
+            #expect(try await cli.run(["webhooks", "list"]).stdout == "10.1.2.3:8443\nhooks.example.com\n")
+            #expect(try await cli.run(["webhooks", "disallow", "hooks.example.com"]).status == 0)
+            #expect(try await cli.run(["webhooks", "disallow", "hooks.example.com"]).status == 66)
+            #expect(try await cli.run(["webhooks", "list", "--json"]).stdout.contains("[\"10.1.2.3:8443\"]"))
+        }
+    }
+
     @Test("serve answers on its port with the keys api-keys made, and stops cleanly on SIGTERM with an event stream open")
     func serve() async throws {
         try await TestDatabase.withMigratedSchema { schema, queue in

@@ -433,7 +433,7 @@ struct OpenAPIDocumentTests {
             #expect(documented == [
                 "POST /v1/jobs", "POST /v1/batches", "GET /v1/jobs/{id}", "GET /v1/jobs/{id}/image", "POST /v1/jobs/{id}/cancel",
                 "POST /v1/jobs/{id}/retry", "GET /v1/jobs/{id}/events", "GET /v1/batches/{id}", "GET /v1/conversations/{id}/jobs",
-                "GET /v1/conversations/{id}/events",
+                "GET /v1/conversations/{id}/events", "GET /v1/webhook-secret",
             ])
             for (path, operations) in paths {
                 for (method, operation) in operations.objectValue ?? [:] {

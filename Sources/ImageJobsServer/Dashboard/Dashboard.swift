@@ -35,6 +35,12 @@ struct Dashboard: Sendable {
         router.get("jobs/:id") { request, context in
             await self.page(request) { csrf in try await self.jobPage(try APIServer.id(context, "id"), csrf: csrf) }
         }
+        router.get("webhooks") { request, _ in
+            await self.page(request) { csrf in
+                let table = DeliveryTableView(try await Webhooks(pool: self.queue.pool).deliveries(limit: 100))
+                return Self.page("Webhooks", "webhooks", ["table": table, "count": table.count], csrf: csrf)
+            }
+        }
         router.post("jobs/:id/cancel") { request, context in
             await self.action(request) { _ in
                 let id = try APIServer.id(context, "id")
@@ -73,7 +79,7 @@ struct Dashboard: Sendable {
         do {
             let form: SignInForm = try await Self.form(request, maxBytes: maxBodyBytes)
             let key = form.key.trimmingCharacters(in: .whitespacesAndNewlines)
-            guard let scopes = try await keys.scopes(ofKey: key) else {
+            guard let scopes = try await keys.caller(ofKey: key)?.scopes else {
                 return Self.page("Sign in", "login", ["error": "That key is not a valid, unrevoked API key."], csrf: nil, status: .unauthorized)
             }
             guard APIScope.admin.isGranted(by: scopes) else {
@@ -117,7 +123,7 @@ struct Dashboard: Sendable {
 
     /// The session's key, when it is a live key with the admin scope.
     func adminKey(_ request: Request) async throws -> String? {
-        guard let key = DashboardSession.key(request), let scopes = try await keys.scopes(ofKey: key), APIScope.admin.isGranted(by: scopes)
+        guard let key = DashboardSession.key(request), let caller = try await keys.caller(ofKey: key), APIScope.admin.isGranted(by: caller.scopes)
         else { return nil }
         return key
     }
@@ -180,7 +186,10 @@ struct Dashboard: Sendable {
         let job = try await queue.job(id)
         let position = job.status == .pending ? try await queue.position(id) : nil
         let result = try await JobResults.info(id, pool: queue.pool)
-        return Self.page("Job \(id.lowercasedString.suffix(12))", "job", JobView(job, position: position, result: result, csrf: csrf), csrf: csrf)
+        let deliveries = try await Webhooks(pool: queue.pool).deliveries(of: id, limit: 20)
+        return Self.page(
+            "Job \(id.lowercasedString.suffix(12))", "job", JobView(job, position: position, result: result, deliveries: deliveries, csrf: csrf),
+            csrf: csrf)
     }
 
     // MARK: Parts

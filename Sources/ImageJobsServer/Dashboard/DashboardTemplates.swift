@@ -5,7 +5,7 @@ import Mustache
 enum DashboardTemplates {
     static let library: MustacheLibrary = {
         var library = MustacheLibrary()
-        for (name, text) in [("layout", layout), ("login", login), ("overview", overview), ("live", live), ("job", job), ("jobTable", jobTable), ("jobs", jobs), ("message", message)] {
+        for (name, text) in [("layout", layout), ("login", login), ("overview", overview), ("live", live), ("job", job), ("jobTable", jobTable), ("jobs", jobs), ("message", message), ("webhooks", webhooks), ("deliveryTable", deliveryTable)] {
             // The templates are constants of this file; one that does not parse is a bug the
             // dashboard's tests catch on their first page.
             try! library.register(text, named: name)
@@ -27,7 +27,7 @@ enum DashboardTemplates {
         <header>
           <a class="brand" href="/">ImageJobs</a>
           {{#csrf}}
-          <nav><a href="/">Overview</a> <a href="/jobs">Jobs</a></nav>
+          <nav><a href="/">Overview</a> <a href="/jobs">Jobs</a> <a href="/webhooks">Webhooks</a></nav>
           <form method="post" action="/logout" class="signout">
             <input type="hidden" name="csrf" value="{{csrf}}">
             <button type="submit">Sign out</button>
@@ -157,6 +157,10 @@ enum DashboardTemplates {
           <h2>Errors</h2>
           <ol class="attempts">{{#errors}}<li><time datetime="{{at}}">{{at}}</time> attempt {{attempt}}: {{message}}</li>{{/errors}}</ol>
           {{/hasErrors}}
+          {{#deliveries}}
+          <h2>Webhook deliveries</h2>
+          {{> deliveryTable}}
+          {{/deliveries}}
           {{#image}}
           <h2>Image</h2>
           <img id="image" src="/v1/jobs/{{id}}/image" alt="the job's image" width="{{width}}" height="{{height}}">
@@ -181,6 +185,29 @@ enum DashboardTemplates {
         </form>
         <p class="note">{{order}}</p>
         {{#table}}{{> jobTable}}{{/table}}
+        """
+
+    static let webhooks = """
+        <h1>Webhook deliveries</h1>
+        <p class="note">The newest {{count}}. Each is a job of kind <code>webhook.deliver</code>, retried with the queue's backoff until its receiver answers 2xx.</p>
+        {{#table}}{{> deliveryTable}}{{/table}}
+        """
+
+    static let deliveryTable = """
+        {{#hasRows}}
+        <table class="jobs deliveries">
+          <thead><tr><th>Delivery</th><th>Event</th><th>Host</th><th>Of</th><th>Status</th><th>Attempts</th><th>Last error</th><th>Created</th></tr></thead>
+          <tbody>
+          {{#rows}}
+            <tr data-delivery="{{id}}"><td><a href="/jobs/{{id}}"><code>{{shortID}}</code></a></td><td>{{event}}</td><td>{{host}}</td>
+              <td>{{#subjectLink}}<a href="{{subjectLink}}"><code>{{subjectShortID}}</code></a>{{/subjectLink}}</td>
+              <td><span class="status status-{{status}}">{{status}}</span></td><td>{{attempts}}</td>
+              <td class="error">{{lastError}}</td><td>{{createdAt}}</td></tr>
+          {{/rows}}
+          </tbody>
+        </table>
+        {{/hasRows}}
+        {{^hasRows}}<p class="empty">None.</p>{{/hasRows}}
         """
 
     static let jobTable = """

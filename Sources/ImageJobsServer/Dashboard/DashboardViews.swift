@@ -146,8 +146,9 @@ struct JobView {
     var hasErrors: Bool
     var image: Image?
     var params: String
+    var deliveries: DeliveryTableView?
 
-    init(_ job: Job, position: QueuePosition?, result: JobResultInfo?, csrf: String) {
+    init(_ job: Job, position: QueuePosition?, result: JobResultInfo?, deliveries: [WebhookDelivery], csrf: String) {
         id = job.id.lowercasedString
         status = job.status.rawValue
         self.csrf = csrf
@@ -185,5 +186,39 @@ struct JobView {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         params = (try? encoder.encode(JSONValue.object(job.params))).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        self.deliveries = deliveries.isEmpty ? nil : DeliveryTableView(deliveries)
+    }
+}
+
+/// Webhook deliveries as a table: what was sent where, and how its attempts went.
+struct DeliveryTableView {
+    struct Row {
+        var id: String
+        var shortID: String
+        var event: String
+        var host: String
+        var subjectLink: String?
+        var subjectShortID: String
+        var status: String
+        var attempts: Int
+        var lastError: String
+        var createdAt: String
+    }
+
+    var rows: [Row]
+    var hasRows: Bool
+    var count: Int
+
+    init(_ deliveries: [WebhookDelivery]) {
+        rows = deliveries.map { d in
+            let subject = d.subject?.lowercasedString
+            return Row(
+                id: d.id.lowercasedString, shortID: String(d.id.lowercasedString.suffix(12)), event: d.event, host: d.host,
+                subjectLink: subject.map { d.event.hasPrefix("batch.") ? "/jobs?batch=\($0)" : "/jobs/\($0)" },
+                subjectShortID: subject.map { String($0.suffix(12)) } ?? "", status: d.status.rawValue, attempts: d.attempts,
+                lastError: d.status == .completed ? "" : d.lastError ?? "", createdAt: ISO8601.format(d.createdAt))
+        }
+        hasRows = !rows.isEmpty
+        count = rows.count
     }
 }
