@@ -64,8 +64,8 @@ struct OperatorCommandTests {
                 }
             }
             // Spot checks that the figures are the data's, not just self-consistent.
-            guard case .array(let depth)? = sections["depth"], case .array(let batches)? = sections["batches"] else { return }
-            let completed = depth.filter { $0["status"]?.stringValue == "completed" }.compactMap { $0["jobs"]?.doubleValue }.reduce(0, +)
+            guard case .array(let throughput)? = sections["throughput"], case .array(let batches)? = sections["batches"] else { return }
+            let completed = throughput.compactMap { $0["completed"]?.doubleValue }.reduce(0, +)
             #expect(completed == 3)
             #expect(batches.first?["done_fraction"]?.doubleValue.map { abs($0 - 4.0 / 6) < 0.001 } == true)
 
@@ -73,8 +73,8 @@ struct OperatorCommandTests {
             #expect(csv.status == 0, "\(csv.stderr)")
             let blocks = csv.stdout.trimmingCharacters(in: .newlines).components(separatedBy: "\n\n")
             #expect(blocks.count == 2)
-            #expect(blocks[0].split(separator: "\n").first == "status,priority,jobs")
-            #expect(blocks[0].split(separator: "\n").count == 16)
+            #expect(blocks[0].split(separator: "\n").first == "status,priority,jobs,capped")
+            #expect(blocks[0].split(separator: "\n").count == 7)
             #expect(blocks[1].contains("prompt rejected,1,1,0,"))
             let tables = try await cli.run(["report", "batches"])
             #expect(tables.stdout.contains("Batches (last 1h)") && tables.stdout.contains(batch.batchID.uuidString.lowercased()))
