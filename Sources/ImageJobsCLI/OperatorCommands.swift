@@ -156,21 +156,6 @@ struct ReportSection: Sendable {
         Array(zip(sections, try await Reports.read(views: sections.map(\.view), window: window, pool: pool)))
     }
 
-    /// A cell as display text: timestamps in UTC ISO 8601, numbers trimmed, NULL as "".
-    static func text(_ row: PGRow, _ i: Int) -> String {
-        guard let raw = try? row.decode(i, as: String?.self) else { return "" }
-        switch row.columns.types[i] {
-        case PGType.timestamptz:
-            return (try? row.decode(i, as: Date.self)).map(ISO8601.format) ?? raw
-        case PGType.float8, PGType.float4:
-            return Double(raw).map { String(format: "%.3f", $0) } ?? raw
-        case 1009:
-            return ((try? row.decode(i, as: [String].self)) ?? []).joined(separator: ",")
-        default:
-            return raw
-        }
-    }
-
     /// A cell as a JSON value: numbers, booleans, strings, arrays of strings or null.
     static func jsonValue(_ row: PGRow, _ i: Int) -> JSONValue {
         guard let raw = try? row.decode(i, as: String?.self) else { return .null }
@@ -182,7 +167,7 @@ struct ReportSection: Sendable {
         case 1009:
             return .array(((try? row.decode(i, as: [String].self)) ?? []).map(JSONValue.string))
         default:
-            return .string(text(row, i))
+            return .string(Reports.text(row, i))
         }
     }
 
@@ -190,7 +175,7 @@ struct ReportSection: Sendable {
         results.map { section, rows in
             let heading = section.title + (section.windowed ? " (last \(window.text))" : "")
             guard !rows.isEmpty else { return "\(heading)\n  (none)" }
-            let body = rows.prefix(limit).map { row in (0..<row.columns.names.count).map { text(row, $0) } }
+            let body = rows.prefix(limit).map { row in (0..<row.columns.names.count).map { Reports.text(row, $0) } }
             let more = rows.count > limit ? "\n  … \(rows.count - limit) more (--limit, or --json for all)" : ""
             return "\(heading)\n" + table(rows.columns.names, body) + more
         }.joined(separator: "\n\n")
@@ -203,7 +188,7 @@ struct ReportSection: Sendable {
         }
         return results.map { _, rows in
             ([rows.columns.names.map(field).joined(separator: ",")]
-             + rows.map { row in (0..<row.columns.names.count).map { field(text(row, $0)) }.joined(separator: ",") })
+             + rows.map { row in (0..<row.columns.names.count).map { field(Reports.text(row, $0)) }.joined(separator: ",") })
                 .joined(separator: "\n")
         }.joined(separator: "\n\n")
     }

@@ -158,6 +158,50 @@ struct DashboardTests {
         }
     }
 
+    @Test("the conversations, batches, workers and scheduling pages show the queue's own rows, ids linked to their jobs")
+    func reportPages() async throws {
+        try await withServer { api, schema, queue in
+            let (admin, _) = try await api.keys.create(name: "operator", scopes: [.admin])
+            let cookie = try await Self.signIn(api, key: admin)
+            let conversation = UUID()
+            let batch = try await queue.submitBatch([try image(conversation), try image(conversation)], groupID: conversation)
+            try await JobFactory(schema.pool).finish([batch.jobIDs[0]], as: .completed)
+            try await schema.pool.query("""
+                INSERT INTO workers (id, host, pid, concurrency, kinds, started_at, last_seen_at)
+                VALUES ('w-dashboard', 'render-7', 4242, 3, '{image.generate}', now(), now())
+                """)
+            let capped = UUID()
+            try await queue.setLimits(.kind("image.generate"), perGroup: .set(4), rate: .set(JobRate(count: 50, period: .seconds(60))))
+            try await queue.setLimits(.group(capped), perGroup: .set(1))
+            _ = try await queue.pause(kind: "image.upscale")
+
+            func page(_ path: String) async throws -> String {
+                let answer = try await api.send("GET", path, key: nil, headers: ["Cookie": cookie])
+                #expect(answer.status == 200, "\(path)")
+                return String(decoding: answer.body, as: UTF8.self)
+            }
+            let conversations = try await page("/conversations")
+            #expect(conversations.contains(#"<a href="/jobs?conversation=\#(conversation.lowercasedString)">"#))
+            // jobs 2, pending 1, running 0, completed 1
+            #expect(conversations.contains("<td>2</td><td>1</td><td>0</td><td>1</td>"), "\(conversations)")
+            let batches = try await page("/batches")
+            #expect(batches.contains(#"<a href="/jobs?batch=\#(batch.batchID.lowercasedString)">"#))
+            #expect(batches.contains("<td>0.5000</td>"))
+            let workers = try await page("/workers")
+            #expect(workers.contains("w-dashboard") && workers.contains("render-7") && workers.contains("<td>live</td>"))
+            let scheduling = try await page("/scheduling")
+            #expect(scheduling.contains("kind image.generate") && scheduling.contains("50 per 60.0 seconds"))
+            #expect(scheduling.contains("conversation \(capped.lowercasedString)"))
+            #expect(scheduling.contains("image.upscale") && scheduling.contains(#"id="fair-share">on"#))
+
+            // Without a session, each page sends the browser to sign in.
+            for path in ["/conversations", "/batches", "/workers", "/scheduling"] {
+                let answer = try await api.send("GET", path, key: nil)
+                #expect(answer.status == 303 && answer.headers["Location"] == "/login", "\(path)")
+            }
+        }
+    }
+
     @Test("the overview's stream sends its live part when it changes: a submitted job appears, then as finished")
     func liveOverview() async throws {
         try await withServer { api, schema, queue in

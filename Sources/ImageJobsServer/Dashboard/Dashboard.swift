@@ -35,6 +35,20 @@ struct Dashboard: Sendable {
         router.get("jobs/:id") { request, context in
             await self.page(request) { csrf in try await self.jobPage(try APIServer.id(context, "id"), csrf: csrf) }
         }
+        for page in ReportPage.all {
+            router.get(RouterPath(stringLiteral: page.path)) { request, _ in
+                await self.page(request) { csrf in
+                    let rows = try await Reports.read(
+                        views: [page.view], window: .seconds(3600), statementTimeout: .seconds(2), pool: self.queue.pool)[0]
+                    return Self.page(page.title, "report", ReportView(title: page.title, note: page.note, rows: rows), csrf: csrf)
+                }
+            }
+        }
+        router.get("scheduling") { request, _ in
+            await self.page(request) { csrf in
+                Self.page("Scheduling", "scheduling", SchedulingView(try await self.queue.schedulingSettings(), csrf: csrf), csrf: csrf)
+            }
+        }
         router.get("webhooks") { request, _ in
             await self.page(request) { csrf in
                 let table = DeliveryTableView(try await Webhooks(pool: self.queue.pool).deliveries(limit: 100))
@@ -238,6 +252,26 @@ struct Dashboard: Sendable {
         let kind = form["kind"]?.trimmingCharacters(in: .whitespaces) ?? ""
         return kind.isEmpty || kind == allKinds ? nil : kind
     }
+}
+
+/// The pages that show a reporting view (migration 0022 keeps each one's cost bounded).
+struct ReportPage: Sendable {
+    let path: String
+    let view: String
+    let title: String
+    let note: String
+
+    static let all: [ReportPage] = [
+        ReportPage(
+            path: "conversations", view: "report_conversations", title: "Conversations",
+            note: "The 50 conversations active last, each counted over its newest 200 jobs (capped when it has more); finished jobs of the last hour."),
+        ReportPage(
+            path: "batches", view: "report_batches", title: "Batches",
+            note: "The newest batches that are unfinished or finished in the last hour (up to 100, and 20,000 jobs in all)."),
+        ReportPage(
+            path: "workers", view: "report_workers", title: "Workers",
+            note: "Every registered worker process; dead after 60 s without a heartbeat."),
+    ]
 }
 
 extension HTTPField.Name {

@@ -5,7 +5,7 @@ import Mustache
 enum DashboardTemplates {
     static let library: MustacheLibrary = {
         var library = MustacheLibrary()
-        for (name, text) in [("layout", layout), ("login", login), ("overview", overview), ("live", live), ("job", job), ("jobTable", jobTable), ("jobs", jobs), ("message", message), ("webhooks", webhooks), ("deliveryTable", deliveryTable)] {
+        for (name, text) in [("layout", layout), ("login", login), ("overview", overview), ("live", live), ("job", job), ("jobTable", jobTable), ("jobs", jobs), ("message", message), ("webhooks", webhooks), ("deliveryTable", deliveryTable), ("report", report), ("scheduling", scheduling)] {
             // The templates are constants of this file; one that does not parse is a bug the
             // dashboard's tests catch on their first page.
             try! library.register(text, named: name)
@@ -27,7 +27,8 @@ enum DashboardTemplates {
         <header>
           <a class="brand" href="/">ImageJobs</a>
           {{#csrf}}
-          <nav><a href="/">Overview</a> <a href="/jobs">Jobs</a> <a href="/webhooks">Webhooks</a></nav>
+          <nav><a href="/">Overview</a> <a href="/jobs">Jobs</a> <a href="/conversations">Conversations</a> <a href="/batches">Batches</a>
+            <a href="/workers">Workers</a> <a href="/scheduling">Scheduling</a> <a href="/webhooks">Webhooks</a></nav>
           <form method="post" action="/logout" class="signout">
             <input type="hidden" name="csrf" value="{{csrf}}">
             <button type="submit">Sign out</button>
@@ -185,6 +186,60 @@ enum DashboardTemplates {
         </form>
         <p class="note">{{order}}</p>
         {{#table}}{{> jobTable}}{{/table}}
+        """
+
+    /// A reporting view as a table (conversations, batches, workers), ids linked to their jobs.
+    static let report = """
+        <h1>{{title}}</h1>
+        <p class="note">{{note}}</p>
+        {{#hasRows}}
+        <table class="report" id="report">
+          <thead><tr>{{#columns}}<th>{{.}}</th>{{/columns}}</tr></thead>
+          <tbody>
+          {{#rows}}
+            <tr>{{#cells}}<td>{{#link}}<a href="{{link}}"><code>{{text}}</code></a>{{/link}}{{^link}}{{text}}{{/link}}</td>{{/cells}}</tr>
+          {{/rows}}
+          </tbody>
+        </table>
+        {{/hasRows}}
+        {{^hasRows}}<p class="empty">None.</p>{{/hasRows}}
+        """
+
+    static let scheduling = """
+        <h1>Scheduling</h1>
+        <table class="fields">
+          <tr><th>Fair share</th><td id="fair-share">{{fairShare}}</td></tr>
+          <tr><th>Turn</th><td>{{turn}}</td></tr>
+        </table>
+        <h2>Limits</h2>
+        {{#hasLimits}}
+        <table class="report" id="limits">
+          <thead><tr><th>Scope</th><th>Per conversation</th><th>Rate</th><th>Weight</th></tr></thead>
+          <tbody>{{#limits}}<tr><td>{{scope}}</td><td>{{perConversation}}</td><td>{{rate}}</td><td>{{weight}}</td></tr>{{/limits}}</tbody>
+        </table>
+        {{/hasLimits}}
+        {{^hasLimits}}<p class="empty">None: no caps, no rate limits, equal weights.</p>{{/hasLimits}}
+        <p class="note">Set them with <code>imagejobs limits set</code>; the narrowest scope wins (conversation, then kind, then the queue).</p>
+        <h2>Pauses</h2>
+        {{#hasPaused}}
+        <ul id="paused">
+        {{#paused}}
+          <li><span class="kind">{{name}}</span>
+            <form method="post" action="/resume" class="inline">
+              <input type="hidden" name="csrf" value="{{csrf}}">
+              <input type="hidden" name="kind" value="{{kind}}">
+              <button type="submit" class="resume">Resume</button>
+            </form></li>
+        {{/paused}}
+        </ul>
+        {{/hasPaused}}
+        {{^hasPaused}}<p class="empty">Nothing is paused.</p>{{/hasPaused}}
+        <form method="post" action="/pause" class="inline">
+          <input type="hidden" name="csrf" value="{{csrf}}">
+          <label for="pause-kind">Kind</label>
+          <input id="pause-kind" name="kind" placeholder="every kind">
+          <button type="submit" id="pause">Pause</button>
+        </form>
         """
 
     static let webhooks = """

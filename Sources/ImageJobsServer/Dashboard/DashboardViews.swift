@@ -1,6 +1,7 @@
 import Foundation
 import ImageJobs
 import JobEngine
+import Postgres
 
 /// What the dashboard's templates show, worked out here so the templates stay logic-less.
 /// Mustache reads stored properties only (by reflection), so every flag a template tests is
@@ -220,5 +221,72 @@ struct DeliveryTableView {
         }
         hasRows = !rows.isEmpty
         count = rows.count
+    }
+}
+
+/// A reporting view's rows as a table; ids link to the jobs they name.
+struct ReportView {
+    struct Cell { var text: String; var link: String? }
+    struct Row { var cells: [Cell] }
+
+    var title: String
+    var note: String
+    var columns: [String]
+    var rows: [Row]
+    var hasRows: Bool
+
+    init(title: String, note: String, rows: PGRows) {
+        self.title = title
+        self.note = note
+        columns = rows.columns.names
+        self.rows = rows.map { row in
+            Row(cells: rows.columns.names.indices.map { i in
+                let text = Reports.text(row, i)
+                return Cell(text: text, link: text.isEmpty ? nil : Self.link(column: rows.columns.names[i], value: text))
+            })
+        }
+        hasRows = !self.rows.isEmpty
+    }
+
+    static func link(column: String, value: String) -> String? {
+        switch column {
+        case "conversation_id": "/jobs?conversation=\(value)"
+        case "batch_id": "/jobs?batch=\(value)"
+        case "job_id": "/jobs/\(value)"
+        default: nil
+        }
+    }
+}
+
+/// Fair share, limits and pauses, as `imagejobs limits show` prints them.
+struct SchedulingView {
+    struct Limit { var scope: String; var perConversation: String; var rate: String; var weight: String }
+
+    var fairShare: String
+    var turn: String
+    var limits: [Limit]
+    var hasLimits: Bool
+    var paused: [OverviewView.Paused]
+    var hasPaused: Bool
+    var csrf: String
+
+    init(_ settings: SchedulingSettings, csrf: String) {
+        fairShare = settings.fairShare ? "on: conversations take turns within a priority" : "off: strict oldest-first"
+        turn = "\(settings.turn)"
+        limits = settings.limits.map { l in
+            let scope: String
+            switch l.scope {
+            case .queue: scope = "the queue"
+            case .kind(let kind): scope = "kind \(kind)"
+            case .group(let id): scope = "conversation \(id.lowercasedString)"
+            }
+            return Limit(
+                scope: scope, perConversation: l.perGroup.map(String.init) ?? "–",
+                rate: l.rate.map { "\($0.count) per \($0.period)" } ?? "–", weight: l.weight.map { "\($0)" } ?? "–")
+        }
+        hasLimits = !limits.isEmpty
+        paused = settings.paused.map { OverviewView.Paused(kind: $0, name: $0 == allKinds ? "every kind" : $0) }
+        hasPaused = !paused.isEmpty
+        self.csrf = csrf
     }
 }
