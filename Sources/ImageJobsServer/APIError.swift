@@ -23,6 +23,11 @@ struct APIError: Error {
         APIError(status: .forbidden, message: "this API key lacks the \(scope.rawValue) scope")
     }
 
+    static func methodNotAllowed(_ allowed: [HTTPRequest.Method]) -> APIError {
+        let names = allowed.map(\.rawValue).joined(separator: ", ")
+        return APIError(status: .methodNotAllowed, message: "this path answers \(names) only", headers: [.allow: names])
+    }
+
     static func badID(_ field: String) -> APIError {
         APIError(status: .badRequest, message: "\(field) must be a UUID", field: field)
     }

@@ -75,6 +75,18 @@ public struct APIServer: Sendable {
         router.get("v1/conversations/:id/events") { request, context in
             await self.answer(request, .read) { try Self.events(feed, .conversation(try Self.id(context, "id")), request) }
         }
+        // The API's paths asked with a method they do not take: 405 naming the ones they do.
+        let methods: [(String, [HTTPRequest.Method])] = [
+            ("v1/jobs", [.post]), ("v1/batches", [.post]), ("v1/webhook-secret", [.get]), ("v1/jobs/:id", [.get]),
+            ("v1/jobs/:id/image", [.get]), ("v1/jobs/:id/cancel", [.post]), ("v1/jobs/:id/retry", [.post]),
+            ("v1/batches/:id", [.get]), ("v1/conversations/:id/jobs", [.get]), ("v1/jobs/:id/events", [.get]),
+            ("v1/conversations/:id/events", [.get]),
+        ]
+        for (path, allowed) in methods {
+            for method in [HTTPRequest.Method.get, .post, .put, .patch, .delete] where !allowed.contains(method) {
+                router.on(RouterPath(stringLiteral: path), method: method) { _, _ in APIError.methodNotAllowed(allowed).response }
+            }
+        }
         Dashboard(queue: queue, keys: keys, feed: feed, maxBodyBytes: maxBodyBytes, logger: logger).register(on: router)
         var app = Application(
             router: router,
@@ -216,7 +228,8 @@ public struct APIServer: Sendable {
     /// stored, and `links`.
     func document(_ job: Job) async throws -> JSONValue {
         var doc = try Self.jobFields(job, position: job.status == .pending ? try await queue.position(job.id) : nil)
-        doc["result"] = try ProductJSON.value(try await JobResults.info(job.id, pool: queue.pool))
+        // Only a completed job has a result (a job's result is stored with its completion).
+        doc["result"] = job.status == .completed ? try ProductJSON.value(try await JobResults.info(job.id, pool: queue.pool)) : .null
         let path = "/v1/jobs/\(job.id.lowercasedString)"
         doc["links"] = .object(["self": .string(path), "image": .string(path + "/image"), "cancel": .string(path + "/cancel")])
         return .object(doc)

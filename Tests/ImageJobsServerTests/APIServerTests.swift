@@ -53,6 +53,22 @@ struct APIServerTests {
         }
     }
 
+    @Test("a known path asked with a method it does not take is a 405 naming the ones it does, before any key is asked for")
+    func methodNotAllowed() async throws {
+        try await withServer { api, schema, _ in
+            let id = UUID().lowercasedString
+            for (method, path, allow) in [("DELETE", "/v1/jobs/\(id)", "GET"), ("PUT", "/v1/jobs", "POST"), ("GET", "/v1/jobs", "POST"),
+                                          ("GET", "/v1/jobs/\(id)/cancel", "POST"), ("PATCH", "/v1/batches", "POST")] {
+                let answer = try await api.send(method, path, key: nil)
+                #expect(answer.status == 405, "\(method) \(path)")
+                #expect(answer.headers["Allow"] == allow, "\(method) \(path)")
+                #expect(answer.json["error"]?.stringValue == "this path answers \(allow) only")
+            }
+            #expect(try await api.send("DELETE", "/v1/nothing-here", key: nil).status == 404)
+            #expect(try await schema.pool.int("SELECT count(*)::int FROM jobs") == 0)
+        }
+    }
+
     @Test("POST /v1/jobs makes the job (201, Location, position); the same Idempotency-Key returns it (200); GET shows it")
     func submitAndRead() async throws {
         try await withServer { api, _, queue in
