@@ -158,6 +158,39 @@ struct DashboardTests {
         }
     }
 
+    @Test("bulk retry counts the jobs in error the filters select and changes nothing until confirmed; then retries exactly those")
+    func bulkRetry() async throws {
+        try await withServer { api, schema, queue in
+            let (admin, _) = try await api.keys.create(name: "operator", scopes: [.admin])
+            let cookie = try await Self.signIn(api, key: admin)
+            let mine = UUID(), other = UUID()
+            var failed: [UUID] = []
+            for n in 0..<3 { failed.append(try await queue.submit(try image(mine, prompt: "a kite \(n)")).job.id) }
+            let elsewhere = try await queue.submit(try image(other)).job.id
+            let untouched = try await queue.submit(try image(mine)).job.id
+            try await JobFactory(schema.pool).finish(failed + [elsewhere], as: .error)
+            func statuses() async throws -> [JobStatus] { try await (failed + [elsewhere, untouched]).asyncMap { try await queue.job($0).status } }
+
+            let listing = try await api.send("GET", "/jobs?status=error&conversation=\(mine.lowercasedString)", key: nil, headers: ["Cookie": cookie])
+            let html = String(decoding: listing.body, as: UTF8.self)
+            #expect(html.contains(#"id="retry-all""#))
+            let csrf = try Self.formToken(html)
+
+            let refused = try await api.post("/jobs/retry", form: ["conversation": mine.lowercasedString, "confirm": "yes"], cookie: cookie)
+            #expect(refused.status == 403, "no form token")
+            let asked = try await api.post("/jobs/retry", form: ["csrf": csrf, "conversation": mine.lowercasedString], cookie: cookie)
+            #expect(asked.status == 200)
+            #expect(String(decoding: asked.body, as: UTF8.self).contains("3 jobs in error in conversation \(mine.lowercasedString)"))
+            #expect(try await statuses() == [.error, .error, .error, .error, .pending], "counting changes nothing")
+
+            let done = try await api.post("/jobs/retry", form: ["csrf": csrf, "conversation": mine.lowercasedString, "confirm": "yes"], cookie: cookie)
+            #expect(done.status == 303)
+            #expect(try await statuses() == [.pending, .pending, .pending, .error, .pending])
+            let bad = try await api.post("/jobs/retry", form: ["csrf": csrf, "batch": "not-an-id"], cookie: cookie)
+            #expect(bad.status == 422)
+        }
+    }
+
     @Test("the conversations, batches, workers and scheduling pages show the queue's own rows, ids linked to their jobs")
     func reportPages() async throws {
         try await withServer { api, schema, queue in
@@ -247,5 +280,13 @@ struct APIErrorMappingTests {
     func databaseGone() {
         let answer = APIError.from(PGError(.connectionClosed, message: "server closed the connection unexpectedly"))
         #expect(answer.status == .serviceUnavailable)
+    }
+}
+
+extension Sequence where Element: Sendable {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var out: [T] = []
+        for element in self { out.append(try await transform(element)) }
+        return out
     }
 }

@@ -69,6 +69,7 @@ struct Dashboard: Sendable {
                 return Self.redirect("/jobs/\(id.lowercasedString)")
             }
         }
+        router.post("jobs/retry") { request, _ in await self.action(request) { form in try await self.bulkRetry(form) } }
         router.post("pause") { request, _ in
             await self.action(request) { form in
                 _ = try await self.queue.pause(kind: Self.kind(form))
@@ -191,8 +192,39 @@ struct Dashboard: Sendable {
         let conversation = try id("conversation")
         let batch = try id("batch")
         let jobs = try await queue.list(groupID: conversation, batchID: batch, status: status, limit: 100)
-        return Self.page("Jobs", "jobs", JobsView(jobs, status: status, conversation: conversation, batch: batch), csrf: csrf)
+        return Self.page("Jobs", "jobs", JobsView(jobs, status: status, conversation: conversation, batch: batch, csrf: csrf), csrf: csrf)
     }
+
+    /// `POST /jobs/retry`: the jobs in error that the Jobs page's filters (conversation, batch)
+    /// select, at most `bulkRetryLimit`. Without `confirm` it only counts them and asks; with it,
+    /// it retries each as the job's own Retry does (jobs that left `error` meanwhile are skipped).
+    func bulkRetry(_ form: [String: String]) async throws -> Response {
+        func id(_ name: String) throws -> UUID? {
+            guard let text = form[name]?.trimmingCharacters(in: .whitespaces), !text.isEmpty else { return nil }
+            guard let id = UUID(uuidString: text) else { throw JobQueueError(.invalidInput, "\(name) must be an id (a UUID)", field: name) }
+            return id
+        }
+        let conversation = try id("conversation"), batch = try id("batch")
+        let failed = try await queue.list(groupID: conversation, batchID: batch, status: .error, limit: Self.bulkRetryLimit)
+        let filters = BulkRetryView.filters(conversation: conversation, batch: batch)
+        guard form["confirm"] == "yes" else {
+            return Self.page(
+                "Retry jobs in error", "bulkRetry",
+                BulkRetryView(count: failed.count, limit: Self.bulkRetryLimit, conversation: conversation, batch: batch, csrf: form["csrf"] ?? ""),
+                csrf: form["csrf"] ?? "")
+        }
+        for job in failed {
+            do {
+                try await queue.retry(job.id)
+            } catch let error as JobQueueError where error.code == .invalidState {
+                continue  // no longer in error: retried or removed by someone else meanwhile
+            }
+        }
+        return Self.redirect("/jobs?status=error" + filters)
+    }
+
+    /// The most jobs one bulk retry takes (each is one statement).
+    static let bulkRetryLimit = 1000
 
     // MARK: A job
 

@@ -5,7 +5,7 @@ import Mustache
 enum DashboardTemplates {
     static let library: MustacheLibrary = {
         var library = MustacheLibrary()
-        for (name, text) in [("layout", layout), ("login", login), ("overview", overview), ("live", live), ("job", job), ("jobTable", jobTable), ("jobs", jobs), ("message", message), ("webhooks", webhooks), ("deliveryTable", deliveryTable), ("report", report), ("scheduling", scheduling)] {
+        for (name, text) in [("layout", layout), ("login", login), ("overview", overview), ("live", live), ("job", job), ("jobTable", jobTable), ("jobs", jobs), ("message", message), ("webhooks", webhooks), ("deliveryTable", deliveryTable), ("report", report), ("scheduling", scheduling), ("bulkRetry", bulkRetry)] {
             // The templates are constants of this file; one that does not parse is a bug the
             // dashboard's tests catch on their first page.
             try! library.register(text, named: name)
@@ -185,7 +185,31 @@ enum DashboardTemplates {
           <button type="submit">Show</button>
         </form>
         <p class="note">{{order}}</p>
+        {{#canRetryAll}}
+        <form method="post" action="/jobs/retry" class="inline">
+          <input type="hidden" name="csrf" value="{{csrf}}">
+          <input type="hidden" name="conversation" value="{{conversation}}">
+          <input type="hidden" name="batch" value="{{batch}}">
+          <button type="submit" id="retry-all">Retry all in error…</button>
+        </form>
+        {{/canRetryAll}}
         {{#table}}{{> jobTable}}{{/table}}
+        """
+
+    static let bulkRetry = """
+        <h1>Retry jobs in error</h1>
+        {{#none}}<p id="count">No jobs in error in {{scope}}.</p>{{/none}}
+        {{^none}}
+        <p id="count">{{countText}} jobs in error in {{scope}} will go back to the queue with a fresh retry budget.</p>
+        <form method="post" action="/jobs/retry" class="inline">
+          <input type="hidden" name="csrf" value="{{csrf}}">
+          <input type="hidden" name="conversation" value="{{conversation}}">
+          <input type="hidden" name="batch" value="{{batch}}">
+          <input type="hidden" name="confirm" value="yes">
+          <button type="submit" id="confirm-retry">Retry {{count}} jobs</button>
+        </form>
+        {{/none}}
+        <p><a href="{{back}}">Back to the jobs in error</a></p>
         """
 
     /// A reporting view as a table (conversations, batches, workers), ids linked to their jobs.

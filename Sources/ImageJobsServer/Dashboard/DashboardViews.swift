@@ -104,8 +104,11 @@ struct JobsView {
     var batch: String
     var order: String
     var table: JobTableView
+    /// Showing jobs in error: offer to retry them all (the form counts first).
+    var canRetryAll: Bool
+    var csrf: String
 
-    init(_ jobs: [Job], status: JobStatus?, conversation: UUID?, batch: UUID?) {
+    init(_ jobs: [Job], status: JobStatus?, conversation: UUID?, batch: UUID?, csrf: String) {
         statuses = [Status(value: "", label: "any", selected: status == nil)]
             + JobStatus.allCases.map { Status(value: $0.rawValue, label: $0.rawValue, selected: $0 == status) }
         self.conversation = conversation?.lowercasedString ?? ""
@@ -115,6 +118,38 @@ struct JobsView {
         table = JobTableView(
             name: "jobs", title: "Jobs", timeLabel: byFinish ? "Finished" : "Submitted",
             jobs: jobs.map { JobRowView($0, time: byFinish ? $0.finishedAt : $0.createdAt) })
+        canRetryAll = status == .error && !jobs.isEmpty
+        self.csrf = csrf
+    }
+}
+
+/// The count a bulk retry shows before it acts.
+struct BulkRetryView {
+    var count: Int
+    var countText: String
+    var none: Bool
+    var conversation: String
+    var batch: String
+    var scope: String
+    var back: String
+    var csrf: String
+
+    init(count: Int, limit: Int, conversation: UUID?, batch: UUID?, csrf: String) {
+        self.count = count
+        countText = count >= limit ? "The first \(limit)" : "\(count)"
+        none = count == 0
+        self.conversation = conversation?.lowercasedString ?? ""
+        self.batch = batch?.lowercasedString ?? ""
+        scope = [conversation.map { "conversation \($0.lowercasedString)" }, batch.map { "batch \($0.lowercasedString)" }]
+            .compactMap { $0 }.joined(separator: ", ")
+        if scope.isEmpty { scope = "the whole queue" }
+        back = "/jobs?status=error" + Self.filters(conversation: conversation, batch: batch)
+        self.csrf = csrf
+    }
+
+    /// The filters as the Jobs page's query adds them (`&conversation=…&batch=…`).
+    static func filters(conversation: UUID?, batch: UUID?) -> String {
+        (conversation.map { "&conversation=\($0.lowercasedString)" } ?? "") + (batch.map { "&batch=\($0.lowercasedString)" } ?? "")
     }
 }
 
