@@ -384,21 +384,6 @@ public final class JobQueue: Sendable {
         return (try row.decode("position"), try row.decode("ahead_higher"))
     }
 
-    /// Jobs by group, batch and status, most recent first: a group's or a batch's and running jobs
-    /// by submit time, finished ones by finish time, the rest by id (time-ordered).
-    public func list(groupID: UUID? = nil, batchID: UUID? = nil, status: JobStatus? = nil, limit: Int = 50) async throws -> [Job] {
-        guard (1...10_000).contains(limit) else {
-            throw JobQueueError(.invalidInput, "limit must be between 1 and 10000", field: "limit")
-        }
-        do {
-            return try await pool.query(
-                JobSQL.list(groupID: groupID, batchID: batchID, status: status, limit: limit)
-            ).map(JobSQL.decodeJob)
-        } catch {
-            throw JobQueueError.from(error)
-        }
-    }
-
     /// A batch's jobs counted per status.
     public func batch(_ id: UUID) async throws -> BatchProgress {
         do {

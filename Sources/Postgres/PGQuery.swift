@@ -105,6 +105,26 @@ public struct PGQuery: Sendable, ExpressibleByStringInterpolation, CustomStringC
             sql += String(value)
         }
 
+        /// Inserts another query as a part of this one: its text, its placeholders renumbered to
+        /// follow this query's, its values bound after this query's. Safe as the part itself is
+        /// (its values stay bound); its text must use `$` only for its placeholders.
+        public mutating func appendInterpolation(fragment: PGQuery) {
+            let offset = binds.count
+            var text = Substring(fragment.sql)
+            while let dollar = text.firstIndex(of: "$") {
+                sql += text[..<dollar]
+                let digits = text[text.index(after: dollar)...].prefix { $0.isASCII && $0.isNumber }
+                if let n = Int(digits) {
+                    sql += "$\(n + offset)"
+                } else {
+                    sql += "$"
+                }
+                text = text[text.index(after: dollar)...].dropFirst(digits.count)
+            }
+            sql += text
+            binds += fragment.binds
+        }
+
         /// Inserts SQL text as it is. The name says it: never pass user input.
         public mutating func appendInterpolation(unsafeSQL text: String) {
             sql += text

@@ -22,6 +22,7 @@ struct DashboardScaleTests {
             let pages = [
                 "/", "/jobs", "/jobs?status=pending", "/jobs?status=running", "/jobs?status=completed", "/jobs?status=error",
                 "/jobs?status=cancelled", "/jobs?conversation=\(conversation)", "/jobs?conversation=\(conversation)&status=error",
+                "/jobs?q=heron", "/jobs?status=pending&kind=image.generate&q=lighthouse",
                 "/jobs/\(someJob.id.lowercasedString)", "/conversations", "/batches", "/workers", "/scheduling", "/webhooks",
             ]
             for path in pages {

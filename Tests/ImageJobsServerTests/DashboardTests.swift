@@ -158,6 +158,46 @@ struct DashboardTests {
         }
     }
 
+    @Test("the jobs page pages through a long list by its Older link, finds words of the parameters, filters by kind, and refuses a bad cursor")
+    func jobsPaging() async throws {
+        try await withServer { api, schema, queue in
+            let (admin, _) = try await api.keys.create(name: "operator", scopes: [.admin])
+            let cookie = try await Self.signIn(api, key: admin)
+            let conversation = UUID()
+            var specs = (0..<129).map { n in try! image(conversation, prompt: "a fox number \(n)") }
+            specs.append(try image(conversation, prompt: "a grey heron at dawn"))
+            let batch = try await queue.submitBatch(specs, groupID: conversation)
+            func get(_ path: String) async throws -> (status: Int, html: String, ids: [String]) {
+                let answer = try await api.send("GET", path, key: nil, headers: ["Cookie": cookie])
+                let html = String(decoding: answer.body, as: UTF8.self)
+                return (answer.status, html, html.components(separatedBy: #"data-job=""#).dropFirst().map { String($0.prefix(36)) })
+            }
+            func older(_ html: String) -> String? {
+                guard let link = html.range(of: #"id="older""#),
+                    let r = html.range(of: #"<a href=""#, options: .backwards, range: html.startIndex..<link.lowerBound)
+                else { return nil }
+                return String(html[r.upperBound...].prefix { $0 != "\"" }).replacingOccurrences(of: "&amp;", with: "&")
+            }
+            let first = try await get("/jobs?conversation=\(conversation.lowercasedString)")
+            #expect(first.status == 200 && first.ids.count == 100)
+            let next = try #require(older(first.html), "a full page links to the older jobs")
+            let second = try await get(next)
+            #expect(second.ids.count == 30, "\(next)")
+            #expect(older(second.html) == nil)
+            #expect(second.html.contains(#"id="newest""#))
+            #expect(Set(first.ids + second.ids) == Set(batch.jobIDs.map(\.lowercasedString)))
+
+            let heron = try await get("/jobs?q=HERON")
+            #expect(heron.ids == [batch.jobIDs[129].lowercasedString])
+            #expect(heron.html.contains("130 read to find them"))
+            #expect(try await get("/jobs?kind=image.generate&status=pending").ids.count == 100)
+            #expect(try await get("/jobs?kind=test.script").ids.isEmpty)
+            #expect(try await get("/jobs?before=garbage").status == 422)
+            #expect(try await get("/jobs?kind=Not%20a%20kind").status == 422)
+            _ = schema
+        }
+    }
+
     @Test("bulk retry counts the jobs in error the filters select and changes nothing until confirmed; then retries exactly those")
     func bulkRetry() async throws {
         try await withServer { api, schema, queue in

@@ -14,6 +14,21 @@ struct PGQueryTests {
         #expect(!q.description.contains("DROP"))
     }
 
+    @Test("a fragment joins a query with its placeholders renumbered and its values bound after the query's")
+    func fragments() {
+        let condition: PGQuery = "status = \("pending") AND n > \(7)"
+        let q: PGQuery = "SELECT * FROM jobs WHERE group_id = \("g") AND \(fragment: condition) LIMIT \(10)"
+        #expect(q.sql == "SELECT * FROM jobs WHERE group_id = $1 AND status = $2 AND n > $3 LIMIT $4")
+        #expect(q.binds == [.text("g"), .text("pending"), .text("7"), .text("10")])
+        let empty: PGQuery = "true"
+        let twice: PGQuery = "\(fragment: condition) OR \(fragment: condition) OR \(fragment: empty)"
+        #expect(twice.sql == "status = $1 AND n > $2 OR status = $3 AND n > $4 OR true")
+        #expect(twice.binds.count == 4)
+        let price: PGQuery = "SELECT '$' || amount FROM t WHERE id = \(5)"
+        let wrapped: PGQuery = "SELECT \(1), (\(fragment: price))"
+        #expect(wrapped.sql == "SELECT $1, (SELECT '$' || amount FROM t WHERE id = $2)", "a $ without digits stays as it is")
+    }
+
     @Test("identifiers are quoted with embedded quotes doubled")
     func identifiers() {
         let q: PGQuery = "SET search_path TO \(identifier: "we\"ird")"

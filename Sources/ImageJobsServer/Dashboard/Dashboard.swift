@@ -174,8 +174,9 @@ struct Dashboard: Sendable {
 
     // MARK: Jobs
 
-    /// `GET /jobs?status=&conversation=&batch=`: the newest 100 jobs the filters select, each
-    /// filter read from its own index (``JobQueue/list(groupID:batchID:status:limit:)``).
+    /// `GET /jobs?status=&conversation=&batch=&kind=&q=&before=`: 100 jobs a page, newest first,
+    /// each filter read from its own index (``JobQueue/list(_:after:limit:)``); `kind` and `q`
+    /// (words of the parameters) read at most 10,000 jobs a page; `before` continues a list.
     func jobsPage(_ request: Request, csrf: String) async throws -> Response {
         let query = request.uri.queryParameters
         func text(_ name: String) -> String? {
@@ -188,11 +189,18 @@ struct Dashboard: Sendable {
             }
             return id
         }
-        let status = try APIServer.status(text("status"))
-        let conversation = try id("conversation")
-        let batch = try id("batch")
-        let jobs = try await queue.list(groupID: conversation, batchID: batch, status: status, limit: 100)
-        return Self.page("Jobs", "jobs", JobsView(jobs, status: status, conversation: conversation, batch: batch, csrf: csrf), csrf: csrf)
+        let filter = JobListFilter(
+            groupID: try id("conversation"), batchID: try id("batch"), status: try APIServer.status(text("status")),
+            kind: text("kind"), search: text("q"))
+        var cursor: JobListCursor?
+        if let before = text("before") {
+            guard let parsed = JobListCursor(before) else {
+                throw JobQueueError(.invalidInput, "before must be a cursor from an earlier page's Older link", field: "before")
+            }
+            cursor = parsed
+        }
+        let page = try await queue.list(filter, after: cursor, limit: 100)
+        return Self.page("Jobs", "jobs", JobsView(page, filter: filter, continued: cursor != nil, csrf: csrf), csrf: csrf)
     }
 
     /// `POST /jobs/retry`: the jobs in error that the Jobs page's filters (conversation, batch)

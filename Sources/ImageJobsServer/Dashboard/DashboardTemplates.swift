@@ -182,9 +182,13 @@ enum DashboardTemplates {
           <input id="conversation" name="conversation" value="{{conversation}}" placeholder="id" size="36">
           <label for="batch">Batch</label>
           <input id="batch" name="batch" value="{{batch}}" placeholder="id" size="36">
+          <label for="kind">Kind</label>
+          <input id="kind" name="kind" value="{{kind}}" placeholder="any" size="16">
+          <label for="q">Parameters contain</label>
+          <input id="q" name="q" value="{{search}}" placeholder="words of a prompt" size="24">
           <button type="submit">Show</button>
         </form>
-        <p class="note">{{order}}</p>
+        <p class="note" id="order">{{order}}</p>
         {{#canRetryAll}}
         <form method="post" action="/jobs/retry" class="inline">
           <input type="hidden" name="csrf" value="{{csrf}}">
@@ -194,6 +198,7 @@ enum DashboardTemplates {
         </form>
         {{/canRetryAll}}
         {{#table}}{{> jobTable}}{{/table}}
+        <p class="pages">{{#newest}}<a href="{{newest}}" id="newest">Newest</a>{{/newest}} {{#older}}<a href="{{older}}" id="older">Older</a>{{/older}}</p>
         """
 
     static let bulkRetry = """

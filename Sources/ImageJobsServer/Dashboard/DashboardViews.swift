@@ -102,24 +102,48 @@ struct JobsView {
     var statuses: [Status]
     var conversation: String
     var batch: String
+    var kind: String
+    var search: String
     var order: String
     var table: JobTableView
+    /// The next page's address, when there is one.
+    var older: String?
+    var newest: String?
     /// Showing jobs in error: offer to retry them all (the form counts first).
     var canRetryAll: Bool
     var csrf: String
 
-    init(_ jobs: [Job], status: JobStatus?, conversation: UUID?, batch: UUID?, csrf: String) {
+    init(_ page: JobListPage, filter: JobListFilter, continued: Bool, csrf: String) {
+        let status = filter.status
         statuses = [Status(value: "", label: "any", selected: status == nil)]
             + JobStatus.allCases.map { Status(value: $0.rawValue, label: $0.rawValue, selected: $0 == status) }
-        self.conversation = conversation?.lowercasedString ?? ""
-        self.batch = batch?.lowercasedString ?? ""
-        let byFinish = conversation == nil && batch == nil && status?.isFinal == true
-        order = "The newest \(jobs.count) \(byFinish ? "by finish time" : "by submit time")."
+        conversation = filter.groupID?.lowercasedString ?? ""
+        batch = filter.batchID?.lowercasedString ?? ""
+        kind = filter.kind ?? ""
+        search = filter.search ?? ""
+        let byFinish = filter.groupID == nil && filter.batchID == nil && status?.isFinal == true
+        let filtered = filter.kind != nil || filter.search != nil
+        order = "\(page.jobs.count) jobs \(continued ? "older than the last page's" : "of the newest"), \(byFinish ? "by finish time" : "by submit time")"
+            + (filtered ? "; \(page.read) read to find them (at most \(JobQueue.listScan) a page: kind and words have no index)." : ".")
         table = JobTableView(
             name: "jobs", title: "Jobs", timeLabel: byFinish ? "Finished" : "Submitted",
-            jobs: jobs.map { JobRowView($0, time: byFinish ? $0.finishedAt : $0.createdAt) })
-        canRetryAll = status == .error && !jobs.isEmpty
+            jobs: page.jobs.map { JobRowView($0, time: byFinish ? $0.finishedAt : $0.createdAt) })
+        var query = [("status", status?.rawValue), ("conversation", filter.groupID?.lowercasedString), ("batch", filter.batchID?.lowercasedString),
+                     ("kind", filter.kind), ("q", filter.search)]
+            .compactMap { name, value in value.map { "\(name)=\(Self.encode($0))" } }
+        newest = continued ? "/jobs?" + query.joined(separator: "&") : nil
+        if let next = page.next {
+            query.append("before=\(next)")
+            older = "/jobs?" + query.joined(separator: "&")
+        }
+        canRetryAll = status == .error && !page.jobs.isEmpty
         self.csrf = csrf
+    }
+
+    static func encode(_ value: String) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return value.addingPercentEncoding(withAllowedCharacters: allowed) ?? ""
     }
 }
 

@@ -261,39 +261,60 @@ enum JobSQL: StatementCatalog {
         statement("SELECT u.id, p.* FROM unnest(\(ids)::uuid[]) AS u(id), job_position(u.id) p")
     }
 
-    /// A list of jobs, each filter answered from its own index so that a list costs the same at
-    /// 1M jobs as at 10: a group's (on `group_id, created_at`) and a batch's (`jobs_batch`)
-    /// newest first; running jobs (`jobs_running`) newest first; finished jobs by when they
-    /// finished, last first (`jobs_finished`, `jobs_unsuccessful`); otherwise by id, which is
-    /// time-ordered (UUIDv7: newest first to the millisecond), on the primary key.
-    static func list(groupID: UUID?, batchID: UUID?, status: JobStatus?, limit: Int) -> PGQuery {
-        var query: PGQuery
-        if groupID != nil || batchID != nil {
-            query = """
-                SELECT \(unsafeSQL: jobColumns) FROM jobs j
-                WHERE (\(groupID)::uuid IS NULL OR j.group_id = \(groupID)::uuid)
-                  AND (\(batchID)::uuid IS NULL OR j.batch_id = \(batchID)::uuid)
-                  AND (\(status)::job_status IS NULL OR j.status = \(status)::job_status)
-                ORDER BY j.created_at DESC, j.seq DESC
-                LIMIT \(limit)
+    /// A page of a list of jobs, each filter answered from its own index so that a page costs
+    /// the same at 1M jobs as at 10: a group's (on `group_id, created_at`) and a batch's
+    /// (`jobs_batch`) newest first; running jobs (`jobs_running`) newest first; finished jobs by
+    /// when they finished, last first (`jobs_finished`, `jobs_unsuccessful`); otherwise by id,
+    /// which is time-ordered (UUIDv7: newest first to the millisecond), on the primary key. Each
+    /// row carries its place in that order (`list_at`, `list_id`) for the next page's cursor.
+    ///
+    /// `kind` and `search` (a case-insensitive substring of the parameters' JSON) have no index:
+    /// with either, the page reads at most `scan` jobs in the order above and keeps those that
+    /// match, and the last row read comes back too, flagged `list_end`, to continue from.
+    static func list(_ filter: JobListFilter, after cursor: JobListCursor?, limit: Int, scan: Int) -> PGQuery {
+        let path: PGQuery, at: PGQuery, order: PGQuery
+        if filter.groupID != nil || filter.batchID != nil {
+            path = """
+                (\(filter.groupID)::uuid IS NULL OR j.group_id = \(filter.groupID)::uuid)
+                AND (\(filter.batchID)::uuid IS NULL OR j.batch_id = \(filter.batchID)::uuid)
+                AND (\(filter.status)::job_status IS NULL OR j.status = \(filter.status)::job_status)
                 """
-        } else if status == .running {
-            query = """
-                SELECT \(unsafeSQL: jobColumns) FROM jobs j WHERE j.status = 'running' ORDER BY j.created_at DESC, j.seq DESC LIMIT \(limit)
-                """
-        } else if let status, status.isFinal {
-            query = """
-                SELECT \(unsafeSQL: jobColumns) FROM jobs j
-                WHERE j.finished_at IS NOT NULL AND j.status = \(status)::job_status
-                ORDER BY j.finished_at DESC LIMIT \(limit)
-                """
+            (at, order) = ("j.created_at", "j.created_at DESC, j.id DESC")
+        } else if filter.status == .running {
+            path = "j.status = 'running'"
+            (at, order) = ("j.created_at", "j.created_at DESC, j.id DESC")
+        } else if let status = filter.status, status.isFinal {
+            path = "j.finished_at IS NOT NULL AND j.status = \(status)::job_status"
+            (at, order) = ("j.finished_at", "j.finished_at DESC, j.id DESC")
         } else {
-            query = """
-                SELECT \(unsafeSQL: jobColumns) FROM jobs j
-                WHERE (\(status)::job_status IS NULL OR j.status = \(status)::job_status)
-                ORDER BY j.id DESC LIMIT \(limit)
-                """
+            path = "(\(filter.status)::job_status IS NULL OR j.status = \(filter.status)::job_status)"
+            (at, order) = ("NULL::timestamptz", "j.id DESC")
         }
+        let after: PGQuery
+        switch cursor {
+        case nil: after = "true"
+        case let cursor? where cursor.at == nil || filter.isOrderedByID: after = "j.id < \(cursor.id)"
+        case let cursor?: after = "(\(fragment: at), j.id) < (\(cursor.at)::timestamptz, \(cursor.id))"
+        }
+        let filtered = filter.kind != nil || filter.search != nil
+        let pattern = filter.search.map { "%" + $0.replacingOccurrences(of: "\\", with: "\\\\")
+            .replacingOccurrences(of: "%", with: "\\%").replacingOccurrences(of: "_", with: "\\_") + "%" }
+        var query: PGQuery = """
+            WITH read AS MATERIALIZED (
+                SELECT r.*, row_number() OVER () AS list_n
+                FROM (SELECT \(unsafeSQL: jobColumns), \(fragment: at)::text AS list_at FROM jobs j
+                      WHERE \(fragment: path) AND \(fragment: after)
+                      ORDER BY \(fragment: order) LIMIT \(literal: filtered ? scan : limit)) r
+            ), matched AS (
+                SELECT * FROM read r
+                WHERE (\(filter.kind)::text IS NULL OR r.kind = \(filter.kind)::text)
+                  AND (\(pattern)::text IS NULL OR r.params ILIKE \(pattern)::text)
+                ORDER BY list_n LIMIT \(literal: limit)
+            )
+            SELECT *, false AS list_end FROM matched
+            UNION ALL
+            SELECT *, true FROM read WHERE list_n = (SELECT max(list_n) FROM read)
+            """
         // Planned for the values given: a generic plan could not drop the filters not given.
         query.prepare = false
         return statement(query)
