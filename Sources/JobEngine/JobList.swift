@@ -7,7 +7,7 @@ public struct JobListFilter: Sendable, Equatable {
     public var batchID: UUID?
     public var status: JobStatus?
     public var kind: String?
-    /// A case-insensitive substring of the parameters' JSON (a word of a prompt, say).
+    /// A case-insensitive substring of the parameters' JSON (a word of a text parameter, say).
     public var search: String?
 
     public init(groupID: UUID? = nil, batchID: UUID? = nil, status: JobStatus? = nil, kind: String? = nil, search: String? = nil) {
