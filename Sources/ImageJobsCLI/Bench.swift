@@ -15,12 +15,15 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Jobs per enqueue and processing test (default 20,000; 2,000 with --quick).") var n: Int?
     @Option(help: "on or off: the queue's fair share during the tests (the scheduling test sets its own).") var fairShare = "on"
 
+    @Option(help: "Comma-separated tests: enqueue_single, enqueue_concurrent, enqueue_bulk, process, process_multi, pickup_latency, position, scheduling, memory, idle_fleet.")
+    var tests: String = "enqueue_single,enqueue_concurrent,enqueue_bulk,process,process_multi,pickup_latency,position,scheduling,memory,idle_fleet"
+    @Option(help: "Callers of the enqueue_concurrent test, each submitting one job per call.") var callers: Int = 50
+    @Flag(help: "Print RESULT lines in the peer benchmark's format, configured by BENCH_* variables.") var peerProtocol = false
+
     func validate() throws {
         if !["on", "off"].contains(fairShare) { throw ValidationError("--fair-share must be on or off") }
+        if !(1...1000).contains(callers) { throw ValidationError("--callers must be 1–1000") }
     }
-    @Option(help: "Comma-separated tests: enqueue_single, enqueue_bulk, process, process_multi, pickup_latency, position, scheduling, memory, idle_fleet.")
-    var tests: String = "enqueue_single,enqueue_bulk,process,process_multi,pickup_latency,position,scheduling,memory,idle_fleet"
-    @Flag(help: "Print RESULT lines in the peer benchmark's format, configured by BENCH_* variables.") var peerProtocol = false
 
     func run() async throws {
         try await runCommand {
@@ -47,6 +50,7 @@ struct Bench {
     let concHigh: Int
     let rates: [Int]
     let latencySeconds: Double
+    let callers: Int
     let peerMode: Bool
     var results: [BenchResult] = []
     let logger = Logger(label: "bench", factory: { _ in SwiftLogNoOpLogHandler() })
@@ -65,6 +69,7 @@ struct Bench {
             concHigh = int("BENCH_CONC_HIGH") ?? 10
             rates = list("BENCH_LAT_RATES") ?? [50, 200]
             latencySeconds = env["BENCH_LAT_SECONDS"].flatMap { Double($0) } ?? 10
+            callers = int("BENCH_CALLERS") ?? 50
             configuration = PGConfiguration(connectionString: env["BENCH_DSN"] ?? "")
         } else {
             n = options.n ?? (options.quick ? 2000 : 20_000)
@@ -72,12 +77,13 @@ struct Bench {
             concHigh = 10
             rates = [50, 200]
             latencySeconds = options.quick ? 2 : 10
+            callers = options.callers
             configuration = try options.database.configuration()
         }
     }
 
     var testNames: Set<String> {
-        peerMode ? ["enqueue_single", "enqueue_bulk", "process", "pickup_latency"]
+        peerMode ? ["enqueue_single", "enqueue_concurrent", "enqueue_bulk", "process", "pickup_latency"]
             : Set(options.tests.split(separator: ",").map { String($0.trimmingCharacters(in: .whitespaces)) })
     }
 
@@ -109,6 +115,7 @@ struct Bench {
         try await queue.setFairShare(options.fairShare != "off")
         let tests = testNames
         if tests.contains("enqueue_single") { try await enqueueSingle(queue) }
+        if tests.contains("enqueue_concurrent") { try await enqueueConcurrent() }
         if tests.contains("enqueue_bulk") { try await enqueueBulk(queue) }
         if tests.contains("process") {
             for c in concurrencies(default: Array(Set([1, concHigh] + (peerMode ? [] : [50]))).sorted()) {
@@ -178,6 +185,40 @@ struct Bench {
         emit(BenchResult("enqueue_single", [
             "status": "ok", "verified": .bool(count == n), "n": .number(Double(n)), "elapsed_s": .number(elapsed),
             "jobs_per_s": .number(Double(n) / elapsed), "p50_ms": .number(percentile(latencies, 50)), "p99_ms": .number(percentile(latencies, 99)),
+        ]))
+    }
+
+    /// Many callers at once, one job per call, as a web backend's request handlers submit:
+    /// each on its own task, all through one queue (whose submits group their commits).
+    mutating func enqueueConcurrent() async throws {
+        let pool = pool(max(4, min(callers, 20)))
+        defer { Task { await pool.close() } }
+        let queue = JobQueue(pool: pool, logger: logger)
+        try await reset(pool)
+        let total = n, callers = self.callers
+        let start = Date()
+        let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
+            for c in 0..<callers {
+                group.addTask {
+                    var mine: [Double] = []
+                    let conversation = UUID()
+                    for i in stride(from: c, to: total, by: callers) {
+                        let t = Date()
+                        _ = try await queue.submit(
+                            JobSpec(kind: "bench.noop", params: ["i": .number(Double(i)), "t0": .number(Date().timeIntervalSince1970)], groupID: conversation))
+                        mine.append(Date().timeIntervalSince(t) * 1000)
+                    }
+                    return mine
+                }
+            }
+            return try await group.reduce(into: [Double]()) { $0 += $1 }
+        }
+        let elapsed = Date().timeIntervalSince(start)
+        let count = try await pool.scalar(as: Int.self, "SELECT count(*) FROM jobs")
+        emit(BenchResult("enqueue_concurrent", [
+            "status": "ok", "verified": .bool(count == n), "n": .number(Double(n)), "callers": .number(Double(callers)),
+            "elapsed_s": .number(elapsed), "jobs_per_s": .number(Double(n) / elapsed),
+            "p50_ms": .number(percentile(latencies, 50)), "p99_ms": .number(percentile(latencies, 99)),
         ]))
     }
 
@@ -546,6 +587,8 @@ struct Bench {
             switch x["test"]?.stringValue {
             case "enqueue_single":
                 rows.append(["enqueue, 1 per call", "\(f(x["jobs_per_s"])) jobs/s", "n=\(f(x["n"])), call p50 \(f(x["p50_ms"], 2)) ms, p99 \(f(x["p99_ms"], 2)) ms"])
+            case "enqueue_concurrent":
+                rows.append(["enqueue, \(f(x["callers"])) callers at once, 1 per call", "\(f(x["jobs_per_s"])) jobs/s", "n=\(f(x["n"])), call p50 \(f(x["p50_ms"], 2)) ms, p99 \(f(x["p99_ms"], 2)) ms"])
             case "enqueue_bulk":
                 rows.append(["enqueue, batches of \(f(x["batch_size"]))", "\(f(x["jobs_per_s"])) jobs/s", "n=\(f(x["n"])), batch p50 \(f(x["p50_ms"], 1)) ms"])
             case "process":

@@ -34,6 +34,8 @@ public final class JobQueue: Sendable {
     /// Spans each submit (`job.enqueue`); the submit's trace context travels with the job.
     let tracer: any Tracer
     private let channelCache = ChannelCache()
+    /// Concurrent one-job submits share statements and commits.
+    private let submitGroups: SubmitGroups
 
     /// - Parameter tracer: the process's tracer by default, as bootstrapped when the queue is
     ///   made (bootstrap tracing first).
@@ -46,6 +48,8 @@ public final class JobQueue: Sendable {
         self.notify = notify
         self.logger = logger
         self.tracer = tracer
+        // Up to half the pool in flight at once, so other work still finds connections.
+        self.submitGroups = SubmitGroups(slots: max(1, pool.options.maxConnections / 2))
     }
 
     /// The NOTIFY channel of this queue's schema (`imagejobs.<schema>`), so queues in different
@@ -131,15 +135,68 @@ public final class JobQueue: Sendable {
 
     /// Submits one job. With an idempotency key already used in the group, returns the
     /// earlier job and `created == false` (nothing new is written).
+    ///
+    /// Submits made at the same time from many tasks are grouped: those that arrive while
+    /// earlier ones are being written go in together, in one statement and one commit (see
+    /// ``SubmitGroups``); each still gets its own job, idempotency outcome and error, and is
+    /// durable when this returns. A submit made alone is written at once.
     public func submit(_ spec: JobSpec) async throws -> (job: Job, created: Bool) {
         let params = try validatedParams(spec)
         do {
             return try await enqueueSpan(kind: spec.kind, jobs: 1) { traceContext in
-                try await self.pool.withConnection { try await self.insert(spec, params: params, traceContext: traceContext, on: $0) }
+                let entry = PendingSubmit(spec: spec, params: params, id: UUIDv7.make(), traceContext: traceContext)
+                return try await self.submitGroups.submit(entry, using: self.insertGroup)
             }
         } catch {
             throw JobQueueError.from(error)
         }
+    }
+
+    /// Writes a group of submits: one alone as ever; several in one statement, falling back to
+    /// one statement each when the group's fails for a reason other than the connection (so
+    /// one submit's bad value fails only that submit).
+    @Sendable private func insertGroup(_ entries: [PendingSubmit]) async -> [SubmitGroups.Outcome] {
+        func alone(_ e: PendingSubmit) async -> SubmitGroups.Outcome {
+            do {
+                return .success(
+                    try await pool.withConnection { try await self.insert(e.spec, id: e.id, params: e.params, traceContext: e.traceContext, on: $0) })
+            } catch {
+                return .failure(error)
+            }
+        }
+        guard entries.count > 1 else { return [await alone(entries[0])] }
+        let rows: PGRows
+        do {
+            rows = try await pool.withConnection { connection in
+                try await connection.query(JobSQL.insertGroup(entries, channel: try await self.channel(on: connection), notify: self.notify))
+            }
+        } catch {
+            if let pg = error as? PGError, [.connectionFailed, .connectionClosed, .poolTimeout, .poolClosed].contains(pg.kind) {
+                return entries.map { _ in .failure(JobQueueError.from(error)) }
+            }
+            var outcomes: [SubmitGroups.Outcome] = []
+            for e in entries { outcomes.append(await alone(e)) }
+            return outcomes
+        }
+        var outcomes: [SubmitGroups.Outcome] = []
+        for (e, row) in zip(entries, rows) {
+            do {
+                if try row.decode("inserted", as: Bool.self) {
+                    outcomes.append(.success((try newJob(e.spec, id: e.id, row: row), true)))
+                } else if let existing = try row.decode("existing", as: UUID?.self),
+                    let full = try await pool.query(JobSQL.job(id: existing)).first
+                {
+                    outcomes.append(.success((try JobSQL.decodeJob(full), false)))
+                } else {
+                    // Its key's job committed after the statement began, or came in this same
+                    // group: the single insert finds it.
+                    outcomes.append(await alone(e))
+                }
+            } catch {
+                outcomes.append(.failure(JobQueueError.from(error)))
+            }
+        }
+        return outcomes
     }
 
     /// Runs a submit in a `job.enqueue` span and hands it the trace context to store.
@@ -157,16 +214,15 @@ public final class JobQueue: Sendable {
     public func submit(_ spec: JobSpec, on connection: PGConnection) async throws -> (job: Job, created: Bool) {
         let params = try validatedParams(spec)
         return try await enqueueSpan(kind: spec.kind, jobs: 1) { traceContext in
-            try await insert(spec, params: params, traceContext: traceContext, on: connection)
+            try await insert(spec, id: UUIDv7.make(), params: params, traceContext: traceContext, on: connection)
         }
     }
 
     /// Inserts a spec already validated (each submit path validates once, before any I/O).
     private func insert(
-        _ spec: JobSpec, params: [UInt8], traceContext: String?, on connection: PGConnection
+        _ spec: JobSpec, id: UUID, params: [UInt8], traceContext: String?, on connection: PGConnection
     ) async throws -> (job: Job, created: Bool) {
         let channel = try await channel(on: connection)
-        let id = UUIDv7.make()
         do {
             guard spec.idempotencyKey != nil else {
                 let rows = try await connection.query(

@@ -132,7 +132,7 @@ struct SecurityTests {
             .filter { $0.pathExtension == "swift" && !$0.path.contains("/Generated/") }
         #expect(files.count > 10)
         let allowedSplices: Set<String> = [
-            "jobColumns", "JobSQL.jobColumns", "recordColumns", "recordType", "insertColumns", "returningTag", "JobSQL.returningTag",
+            "jobColumns", "JobSQL.jobColumns", "recordColumns", "recordType", "groupRecordType", "insertColumns", "returningTag", "JobSQL.returningTag",
             "backoffExpression(backoff)", "JobSQL.backoffExpression(backoff)",
         ]
         var violations: [String] = []

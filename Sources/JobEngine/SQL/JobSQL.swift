@@ -198,6 +198,61 @@ enum JobSQL: StatementCatalog {
         """)
     }
 
+    /// The record of a grouped submit's row: a batch's, plus its own group and trace context.
+    private static let groupRecordType = """
+        x(ord int, turn int, id uuid, group_id uuid, kind text, params jsonb, priority text, max_retries int, timeout_ms bigint,
+          backoff_base_ms bigint, backoff_cap_ms bigint, backoff_jitter float8, idempotency_key text, run_at_ms bigint,
+          trace_context text)
+        """
+
+    /// Inserts the one-job submits of a group (``SubmitGroups``) in one statement: each row its
+    /// own group, key and trace context; one tag lookup per group, priority and kind, the jobs
+    /// after the first a step apart as in a batch. A row whose idempotency key is taken is
+    /// skipped; the answer has one row per submit in order: `inserted`, its timestamps, or
+    /// the id of the job that holds its key (`existing`, when this statement can see it).
+    static func insertGroup(_ entries: [PendingSubmit], channel: String, notify: Bool) -> PGQuery {
+        var turns: [String: Int] = [:]
+        let rows = entries.enumerated().map { ord, e in
+            let place = "\(e.spec.groupID) \(e.spec.priority.rawValue) \(e.spec.kind)"
+            let turn = turns[place, default: 0]
+            turns[place] = turn + 1
+            var row = insertRow(e.spec, id: e.id, ord: ord, turn: turn, params: e.params).bytes
+            var extra = JSONBytes(capacity: 120)
+            extra.raw(",\"group_id\":")
+            extra.uuid(e.spec.groupID)
+            if let trace = e.traceContext {
+                extra.raw(",\"trace_context\":")
+                extra.string(trace)
+            }
+            extra.raw("}")
+            row.removeLast()  // the row's closing brace, put back after the extra fields
+            return InsertRow(bytes: row + extra.bytes)
+        }
+        return statement("""
+        WITH x AS MATERIALIZED (
+            SELECT * FROM jsonb_to_recordset(\(JSONText(text: rowsArray(rows)))::jsonb) AS \(unsafeSQL: groupRecordType)
+        ), starts AS MATERIALIZED (
+            SELECT s.group_id, s.priority, s.kind, CASE WHEN NOT t.gated THEN t.tag END AS first_tag, t.step
+            FROM (SELECT DISTINCT group_id, priority, kind FROM x) s, job_tags(s.group_id, s.priority::job_priority, s.kind) t
+        ), ins AS (
+            INSERT INTO jobs (group_id, \(unsafeSQL: insertColumns), trace_context)
+            SELECT x.group_id, \(unsafeSQL: recordColumns),
+                   CASE WHEN x.run_at_ms IS NULL OR x.run_at_ms / 1000.0 <= extract(epoch FROM now()) THEN s.first_tag + x.turn * s.step END,
+                   x.trace_context::jsonb
+            FROM x JOIN starts s ON s.group_id = x.group_id AND s.priority = x.priority AND s.kind = x.kind
+            ORDER BY x.ord
+            ON CONFLICT (group_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+            RETURNING id, created_at, next_attempt_at
+        )
+        SELECT x.ord, ins.id IS NOT NULL AS inserted, ins.created_at, ins.next_attempt_at, e.id AS existing,
+               CASE WHEN \(notify) AND x.ord = 0 THEN (SELECT pg_notify(\(channel), 'job')) END AS notified
+        FROM x
+        LEFT JOIN ins ON ins.id = x.id
+        LEFT JOIN jobs e ON ins.id IS NULL AND e.group_id = x.group_id AND e.idempotency_key = x.idempotency_key
+        ORDER BY x.ord
+        """)
+    }
+
     /// Inserts a batch row and all its jobs in one statement (so one round trip and one
     /// transaction): the jobs travel as one `jsonb` array, never as one parameter per value.
     /// One tag lookup per priority and kind; the jobs due now follow it a step apart (a delayed
