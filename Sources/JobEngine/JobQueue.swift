@@ -36,6 +36,8 @@ public final class JobQueue: Sendable {
     private let channelCache = ChannelCache()
     /// Concurrent one-job submits share statements and commits.
     private let submitGroups: SubmitGroups
+    /// Their wake-ups for idle workers, sent after they commit.
+    private let wakeUps = WakeUps()
 
     /// - Parameter tracer: the process's tracer by default, as bootstrapped when the queue is
     ///   made (bootstrap tracing first).
@@ -145,10 +147,22 @@ public final class JobQueue: Sendable {
         do {
             return try await enqueueSpan(kind: spec.kind, jobs: 1) { traceContext in
                 let entry = PendingSubmit(spec: spec, params: params, id: UUIDv7.make(), traceContext: traceContext)
-                return try await self.submitGroups.submit(entry, using: self.insertGroup)
+                let submitted = try await self.submitGroups.submit(entry, using: self.insertGroup)
+                if submitted.created && self.notify { self.wakeUps.signal(self.wakeWorkers) }
+                return submitted
             }
         } catch {
             throw JobQueueError.from(error)
+        }
+    }
+
+    /// Sends the NOTIFY that wakes idle workers, in a transaction of its own that does not wait
+    /// for its commit to reach disk (see ``WakeUps``).
+    @Sendable private func wakeWorkers() async {
+        do {
+            try await pool.query(JobSQL.wakeWorkers(channel: try await channel()))
+        } catch {
+            logger.debug("could not wake idle workers; they find the job when they next poll", metadata: ["error": "\(error)"])
         }
     }
 
@@ -159,7 +173,9 @@ public final class JobQueue: Sendable {
         func alone(_ e: PendingSubmit) async -> SubmitGroups.Outcome {
             do {
                 return .success(
-                    try await pool.withConnection { try await self.insert(e.spec, id: e.id, params: e.params, traceContext: e.traceContext, on: $0) })
+                    try await pool.withConnection {
+                        try await self.insert(e.spec, id: e.id, params: e.params, traceContext: e.traceContext, notifying: false, on: $0)
+                    })
             } catch {
                 return .failure(error)
             }
@@ -168,7 +184,7 @@ public final class JobQueue: Sendable {
         let rows: PGRows
         do {
             rows = try await pool.withConnection { connection in
-                try await connection.query(JobSQL.insertGroup(entries, channel: try await self.channel(on: connection), notify: self.notify))
+                try await connection.query(JobSQL.insertGroup(entries))
             }
         } catch {
             if let pg = error as? PGError, [.connectionFailed, .connectionClosed, .poolTimeout, .poolClosed].contains(pg.kind) {
@@ -214,13 +230,15 @@ public final class JobQueue: Sendable {
     public func submit(_ spec: JobSpec, on connection: PGConnection) async throws -> (job: Job, created: Bool) {
         let params = try validatedParams(spec)
         return try await enqueueSpan(kind: spec.kind, jobs: 1) { traceContext in
-            try await insert(spec, id: UUIDv7.make(), params: params, traceContext: traceContext, on: connection)
+            try await insert(spec, id: UUIDv7.make(), params: params, traceContext: traceContext, notifying: notify, on: connection)
         }
     }
 
-    /// Inserts a spec already validated (each submit path validates once, before any I/O).
+    /// Inserts a spec already validated (each submit path validates once, before any I/O),
+    /// `notifying` idle workers at its commit when asked (a submit in a caller's transaction;
+    /// others are woken after they commit, by ``wakeUps``).
     private func insert(
-        _ spec: JobSpec, id: UUID, params: [UInt8], traceContext: String?, on connection: PGConnection
+        _ spec: JobSpec, id: UUID, params: [UInt8], traceContext: String?, notifying notify: Bool, on connection: PGConnection
     ) async throws -> (job: Job, created: Bool) {
         let channel = try await channel(on: connection)
         do {

@@ -210,7 +210,7 @@ enum JobSQL: StatementCatalog {
     /// after the first a step apart as in a batch. A row whose idempotency key is taken is
     /// skipped; the answer has one row per submit in order: `inserted`, its timestamps, or
     /// the id of the job that holds its key (`existing`, when this statement can see it).
-    static func insertGroup(_ entries: [PendingSubmit], channel: String, notify: Bool) -> PGQuery {
+    static func insertGroup(_ entries: [PendingSubmit]) -> PGQuery {
         var turns: [String: Int] = [:]
         let rows = entries.enumerated().map { ord, e in
             let place = "\(e.spec.groupID) \(e.spec.priority.rawValue) \(e.spec.kind)"
@@ -244,13 +244,18 @@ enum JobSQL: StatementCatalog {
             ON CONFLICT (group_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING id, created_at, next_attempt_at
         )
-        SELECT x.ord, ins.id IS NOT NULL AS inserted, ins.created_at, ins.next_attempt_at, e.id AS existing,
-               CASE WHEN \(notify) AND x.ord = 0 THEN (SELECT pg_notify(\(channel), 'job')) END AS notified
+        SELECT x.ord, ins.id IS NOT NULL AS inserted, ins.created_at, ins.next_attempt_at, e.id AS existing
         FROM x
         LEFT JOIN ins ON ins.id = x.id
         LEFT JOIN jobs e ON ins.id IS NULL AND e.group_id = x.group_id AND e.idempotency_key = x.idempotency_key
         ORDER BY x.ord
         """)
+    }
+
+    /// The NOTIFY that wakes idle workers, in a transaction of its own whose commit does not
+    /// wait for the disk (a lost wake-up costs a poll; see ``WakeUps``).
+    static func wakeWorkers(channel: String) -> PGQuery {
+        statement("SELECT set_config('synchronous_commit', 'off', true), pg_notify(\(channel), 'job')")
     }
 
     /// Inserts a batch row and all its jobs in one statement (so one round trip and one
