@@ -50,8 +50,10 @@ public final class JobQueue: Sendable {
         self.notify = notify
         self.logger = logger
         self.tracer = tracer
-        // Up to half the pool in flight at once, so other work still finds connections.
-        self.submitGroups = SubmitGroups(slots: max(1, pool.options.maxConnections / 2))
+        // Two groups in flight: one being written while the next gathers. More split the callers
+        // into smaller groups (50 callers here: 1 slot 5,000–6,700 jobs a second, 2 slots 6,300,
+        // 4 slots about 4,000, 10 slots 3,300–4,300).
+        self.submitGroups = SubmitGroups(slots: min(2, pool.options.maxConnections))
     }
 
     /// The NOTIFY channel of this queue's schema (`imagejobs.<schema>`), so queues in different

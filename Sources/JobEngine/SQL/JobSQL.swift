@@ -228,7 +228,7 @@ enum JobSQL: StatementCatalog {
             row.removeLast()  // the row's closing brace, put back after the extra fields
             return InsertRow(bytes: row + extra.bytes)
         }
-        return statement("""
+        var query: PGQuery = """
         WITH x AS MATERIALIZED (
             SELECT * FROM jsonb_to_recordset(\(JSONText(text: rowsArray(rows)))::jsonb) AS \(unsafeSQL: groupRecordType)
         ), starts AS MATERIALIZED (
@@ -244,12 +244,20 @@ enum JobSQL: StatementCatalog {
             ON CONFLICT (group_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING id, created_at, next_attempt_at
         )
-        SELECT x.ord, ins.id IS NOT NULL AS inserted, ins.created_at, ins.next_attempt_at, e.id AS existing
+        SELECT x.ord, ins.id IS NOT NULL AS inserted, ins.created_at, ins.next_attempt_at,
+               -- Looked up only for a row not inserted, on the key's unique index.
+               CASE WHEN ins.id IS NULL THEN
+                   (SELECT e.id FROM jobs e WHERE e.group_id = x.group_id AND e.idempotency_key = x.idempotency_key)
+               END AS existing
         FROM x
         LEFT JOIN ins ON ins.id = x.id
-        LEFT JOIN jobs e ON ins.id IS NULL AND e.group_id = x.group_id AND e.idempotency_key = x.idempotency_key
         ORDER BY x.ord
-        """)
+        """
+        // Planned each time, for the table as it is: a cached generic plan made while the
+        // table was small kept reading it whole for each group's tag as it grew (measured:
+        // 50-job groups at 392 jobs a second). One plan serves a whole group.
+        query.prepare = false
+        return statement(query)
     }
 
     /// The NOTIFY that wakes idle workers, in a transaction of its own whose commit does not
