@@ -210,7 +210,8 @@ enum JobSQL: StatementCatalog {
     /// after the first a step apart as in a batch. A row whose idempotency key is taken is
     /// skipped; the answer has one row per submit in order: `inserted`, its timestamps, or
     /// the id of the job that holds its key (`existing`, when this statement can see it).
-    static func insertGroup(_ entries: [PendingSubmit]) -> PGQuery {
+    /// One NOTIFY wakes idle workers at the group's commit.
+    static func insertGroup(_ entries: [PendingSubmit], channel: String, notify: Bool) -> PGQuery {
         var turns: [String: Int] = [:]
         let rows = entries.enumerated().map { ord, e in
             let place = "\(e.spec.groupID) \(e.spec.priority.rawValue) \(e.spec.kind)"
@@ -248,7 +249,8 @@ enum JobSQL: StatementCatalog {
                -- Looked up only for a row not inserted, on the key's unique index.
                CASE WHEN ins.id IS NULL THEN
                    (SELECT e.id FROM jobs e WHERE e.group_id = x.group_id AND e.idempotency_key = x.idempotency_key)
-               END AS existing
+               END AS existing,
+               CASE WHEN \(notify) AND x.ord = 0 THEN (SELECT pg_notify(\(channel), 'job')) END AS notified
         FROM x
         LEFT JOIN ins ON ins.id = x.id
         ORDER BY x.ord
@@ -258,12 +260,6 @@ enum JobSQL: StatementCatalog {
         // 50-job groups at 392 jobs a second). One plan serves a whole group.
         query.prepare = false
         return statement(query)
-    }
-
-    /// The NOTIFY that wakes idle workers, in a transaction of its own whose commit does not
-    /// wait for the disk (a lost wake-up costs a poll; see ``WakeUps``).
-    static func wakeWorkers(channel: String) -> PGQuery {
-        statement("SELECT set_config('synchronous_commit', 'off', true), pg_notify(\(channel), 'job')")
     }
 
     /// Inserts a batch row and all its jobs in one statement (so one round trip and one
