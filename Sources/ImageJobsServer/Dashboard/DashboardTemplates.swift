@@ -5,7 +5,7 @@ import Mustache
 enum DashboardTemplates {
     static let library: MustacheLibrary = {
         var library = MustacheLibrary()
-        for (name, text) in [("layout", layout), ("login", login), ("overview", overview), ("live", live), ("job", job), ("jobTable", jobTable), ("jobs", jobs), ("message", message), ("webhooks", webhooks), ("deliveryTable", deliveryTable), ("report", report), ("scheduling", scheduling), ("bulkRetry", bulkRetry)] {
+        for (name, text) in [("layout", layout), ("login", login), ("overview", overview), ("live", live), ("job", job), ("jobTable", jobTable), ("jobs", jobs), ("message", message), ("webhooks", webhooks), ("deliveryTable", deliveryTable), ("report", report), ("scheduling", scheduling), ("bulkRetry", bulkRetry), ("pausedItems", pausedItems), ("pauseForm", pauseForm)] {
             // The templates are constants of this file; one that does not parse is a bug the
             // dashboard's tests catch on their first page.
             try! library.register(text, named: name)
@@ -70,12 +70,7 @@ enum DashboardTemplates {
         </div>
         <section class="controls">
           <h2>Pause</h2>
-          <form method="post" action="/pause" class="inline">
-            <input type="hidden" name="csrf" value="{{csrf}}">
-            <label for="pause-kind">Kind</label>
-            <input id="pause-kind" name="kind" placeholder="every kind">
-            <button type="submit" id="pause">Pause</button>
-          </form>
+          {{> pauseForm}}
         </section>
         """
 
@@ -86,14 +81,7 @@ enum DashboardTemplates {
         <section class="paused" id="paused">
           <h2>Paused</h2>
           <ul>
-          {{#paused}}
-            <li><span class="kind">{{name}}</span>
-              <form method="post" action="/resume" class="inline">
-                <input type="hidden" name="csrf" value="{{csrf}}">
-                <input type="hidden" name="kind" value="{{kind}}">
-                <button type="submit" class="resume">Resume</button>
-              </form></li>
-          {{/paused}}
+          {{> pausedItems}}
           </ul>
         </section>
         {{/hasPaused}}
@@ -252,6 +240,15 @@ enum DashboardTemplates {
         <h2>Pauses</h2>
         {{#hasPaused}}
         <ul id="paused">
+        {{> pausedItems}}
+        </ul>
+        {{/hasPaused}}
+        {{^hasPaused}}<p class="empty">Nothing is paused.</p>{{/hasPaused}}
+        {{> pauseForm}}
+        """
+
+    /// The paused kinds, each with its Resume form (in a context that has `csrf`).
+    static let pausedItems = """
         {{#paused}}
           <li><span class="kind">{{name}}</span>
             <form method="post" action="/resume" class="inline">
@@ -260,9 +257,9 @@ enum DashboardTemplates {
               <button type="submit" class="resume">Resume</button>
             </form></li>
         {{/paused}}
-        </ul>
-        {{/hasPaused}}
-        {{^hasPaused}}<p class="empty">Nothing is paused.</p>{{/hasPaused}}
+        """
+
+    static let pauseForm = """
         <form method="post" action="/pause" class="inline">
           <input type="hidden" name="csrf" value="{{csrf}}">
           <label for="pause-kind">Kind</label>
