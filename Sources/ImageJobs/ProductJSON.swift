@@ -41,13 +41,15 @@ public enum ISO8601 {
     /// A value type, safe to share: a `DateFormatter` made per call cost a JSON response tens
     /// of microseconds per date.
     private static let style = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+    private static let whole = Date.ISO8601FormatStyle()
 
     public static func format(_ date: Date) -> String {
         style.format(date)
     }
 
-    /// A time as ``format(_:)`` writes it (an event id a client sends back, say), or `nil`.
+    /// A time as ``format(_:)`` writes it (an event id a client sends back, say), or in whole
+    /// seconds (`2026-12-24T18:00:00Z`, as people type it), or `nil`.
     public static func parse(_ text: String) -> Date? {
-        try? style.parse(text)
+        (try? style.parse(text)) ?? (try? whole.parse(text))
     }
 }

@@ -35,6 +35,19 @@ public struct JobListCursor: Sendable, Equatable, LosslessStringConvertible {
         self.id = id
     }
 
+    /// The place of a moment in any list's order: a page after it holds the jobs submitted
+    /// (or, in a list by finish time, finished) before `date`.
+    public init(before date: Date) {
+        let ms = UInt64(max(0, date.timeIntervalSince1970 * 1000))
+        var bytes = [UInt8](repeating: 0, count: 16)
+        for i in 0..<6 { bytes[i] = UInt8(truncatingIfNeeded: ms >> (40 - 8 * UInt64(i))) }
+        bytes[6] = 0x70
+        bytes[8] = 0x80
+        at = PGTimestamp.format(date)
+        id = UUID(uuid: (bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+                         bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]))
+    }
+
     public init?(_ description: String) {
         var base64 = description.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
         base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)

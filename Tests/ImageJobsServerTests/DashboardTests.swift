@@ -192,6 +192,10 @@ struct DashboardTests {
             #expect(heron.html.contains("130 read to find them"))
             #expect(try await get("/jobs?kind=image.generate&status=pending").ids.count == 100)
             #expect(try await get("/jobs?kind=test.script").ids.isEmpty)
+            #expect(try await get("/jobs?until=2020-01-01T00:00:00Z").ids.isEmpty)
+            let later = try await get("/jobs?until=2099-01-01T00:00:00Z")
+            #expect(later.ids.count == 100 && later.html.contains("before 2099-01-01T00:00:00Z"))
+            #expect(try await get("/jobs?until=yesterday").status == 422)
             #expect(try await get("/jobs?before=garbage").status == 422)
             #expect(try await get("/jobs?kind=Not%20a%20kind").status == 422)
             _ = schema

@@ -102,6 +102,14 @@ struct ListTests {
             #expect(Set(both.jobs.map(\.id)) == Set([ids[0], ids[10]]))
             #expect(both.read == 11 && both.next == nil, "read every completed job, and the list ended")
 
+            // A moment as a cursor: the jobs submitted (finished, for a finished status) before it.
+            #expect(try await queue.list(JobListFilter(), after: JobListCursor(before: Date().addingTimeInterval(-3600))).jobs.isEmpty)
+            #expect(try await queue.list(JobListFilter(), after: JobListCursor(before: Date().addingTimeInterval(60)), limit: 100).jobs.count == 23)
+            #expect(try await queue.list(JobListFilter(groupID: conversation), after: JobListCursor(before: Date().addingTimeInterval(60)), limit: 100).jobs.count == 23)
+            try await JobFactory(schema.pool).finish(Array(ids.suffix(2)), as: .error, ago: .seconds(600))
+            let longAgo = try await queue.list(JobListFilter(status: .error), after: JobListCursor(before: Date().addingTimeInterval(-300)))
+            #expect(Set(longAgo.jobs.map(\.id)) == Set(ids.suffix(2)))
+
             await #expect(throws: JobQueueError.self) { try await queue.list(JobListFilter(kind: "Not A Kind")) }
             await #expect(throws: JobQueueError.self) { try await queue.list(JobListFilter(search: "")) }
             #expect(JobListCursor("not a cursor") == nil)

@@ -174,9 +174,10 @@ struct Dashboard: Sendable {
 
     // MARK: Jobs
 
-    /// `GET /jobs?status=&conversation=&batch=&kind=&q=&before=`: 100 jobs a page, newest first,
-    /// each filter read from its own index (``JobQueue/list(_:after:limit:)``); `kind` and `q`
-    /// (words of the parameters) read at most 10,000 jobs a page; `before` continues a list.
+    /// `GET /jobs?status=&conversation=&batch=&kind=&q=&until=&before=`: 100 jobs a page, newest
+    /// first, each filter read from its own index (``JobQueue/list(_:after:limit:)``); `kind` and
+    /// `q` (words of the parameters) read at most 10,000 jobs a page; `until` starts the list at
+    /// a time (submitted, or finished for a finished status, before it); `before` continues it.
     func jobsPage(_ request: Request, csrf: String) async throws -> Response {
         let query = request.uri.queryParameters
         func text(_ name: String) -> String? {
@@ -198,9 +199,14 @@ struct Dashboard: Sendable {
                 throw JobQueueError(.invalidInput, "before must be a cursor from an earlier page's Older link", field: "before")
             }
             cursor = parsed
+        } else if let until = text("until") {
+            guard let date = ISO8601.parse(until) else {
+                throw JobQueueError(.invalidInput, "until must be a time such as 2026-12-02T18:00:00Z", field: "until")
+            }
+            cursor = JobListCursor(before: date)
         }
         let page = try await queue.list(filter, after: cursor, limit: 100)
-        return Self.page("Jobs", "jobs", JobsView(page, filter: filter, continued: cursor != nil, csrf: csrf), csrf: csrf)
+        return Self.page("Jobs", "jobs", JobsView(page, filter: filter, until: text("until"), continued: text("before") != nil, csrf: csrf), csrf: csrf)
     }
 
     /// `POST /jobs/retry`: the jobs in error that the Jobs page's filters (conversation, batch)

@@ -174,6 +174,8 @@ enum DashboardTemplates {
           <input id="kind" name="kind" value="{{kind}}" placeholder="any" size="16">
           <label for="q">Parameters contain</label>
           <input id="q" name="q" value="{{search}}" placeholder="words of a prompt" size="24">
+          <label for="until">Before</label>
+          <input id="until" name="until" value="{{until}}" placeholder="2026-12-02T18:00:00Z" size="22">
           <button type="submit">Show</button>
         </form>
         <p class="note" id="order">{{order}}</p>

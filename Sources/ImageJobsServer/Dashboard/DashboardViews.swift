@@ -104,6 +104,7 @@ struct JobsView {
     var batch: String
     var kind: String
     var search: String
+    var until: String
     var order: String
     var table: JobTableView
     /// The next page's address, when there is one.
@@ -113,7 +114,7 @@ struct JobsView {
     var canRetryAll: Bool
     var csrf: String
 
-    init(_ page: JobListPage, filter: JobListFilter, continued: Bool, csrf: String) {
+    init(_ page: JobListPage, filter: JobListFilter, until: String?, continued: Bool, csrf: String) {
         let status = filter.status
         statuses = [Status(value: "", label: "any", selected: status == nil)]
             + JobStatus.allCases.map { Status(value: $0.rawValue, label: $0.rawValue, selected: $0 == status) }
@@ -121,9 +122,11 @@ struct JobsView {
         batch = filter.batchID?.lowercasedString ?? ""
         kind = filter.kind ?? ""
         search = filter.search ?? ""
+        self.until = until ?? ""
         let byFinish = filter.groupID == nil && filter.batchID == nil && status?.isFinal == true
         let filtered = filter.kind != nil || filter.search != nil
-        order = "\(page.jobs.count) jobs \(continued ? "older than the last page's" : "of the newest"), \(byFinish ? "by finish time" : "by submit time")"
+        let from = continued ? "older than the last page's" : until.map { "before \($0)" } ?? "of the newest"
+        order = "\(page.jobs.count) jobs \(from), \(byFinish ? "by finish time" : "by submit time")"
             + (filtered ? "; \(page.read) read to find them (at most \(JobQueue.listScan) a page: kind and words have no index)." : ".")
         table = JobTableView(
             name: "jobs", title: "Jobs", timeLabel: byFinish ? "Finished" : "Submitted",
