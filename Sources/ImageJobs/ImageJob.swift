@@ -43,7 +43,9 @@ public enum ImageJob {
     }
 
     /// Reads one item (a JSON object with ``itemFields``' keys) into a validated spec.
-    public static func spec(item: JSONValue, index: Int? = nil) throws -> JobSpec {
+    /// - Parameter doorFields: fields the calling door reads itself and has taken out (the HTTP
+    ///   API's `callback_url`), named among the allowed ones when an unknown field is refused.
+    public static func spec(item: JSONValue, index: Int? = nil, doorFields: [String] = []) throws -> JobSpec {
         func bad(_ field: String, _ message: String) -> JobQueueError {
             JobQueueError(.invalidInput, message, field: field, index: index)
         }
@@ -69,7 +71,7 @@ public enum ImageJob {
             throw bad("kind", "kind must be \(Self.kind) for an image job; other kinds are submitted through the engine's API or submit_job")
         }
         if let unknown = o.keys.sorted().first(where: { !itemFields.contains($0) }) {
-            throw bad(unknown, "unknown field \"\(unknown.prefix(40))\"; allowed: \(itemFields.joined(separator: ", "))")
+            throw bad(unknown, "unknown field \"\(unknown.prefix(40))\"; allowed: \((itemFields + doorFields).sorted().joined(separator: ", "))")
         }
         guard let conversation = try string("conversation_id") else { throw bad("conversation_id", "conversation_id is required") }
         guard let conversationID = UUID(uuidString: conversation) else { throw bad("conversation_id", "conversation_id is not a UUID") }
@@ -88,12 +90,12 @@ public enum ImageJob {
     /// Reads the items of a batch, in order: each item, then that it belongs to the first
     /// item's conversation, then that its idempotency key is not an earlier item's.
     /// - Returns: the specs and their conversation, for ``JobQueue/submitBatch(_:groupID:idempotencyKey:)``.
-    public static func batch(items: [JSONValue]) throws -> (specs: [JobSpec], conversationID: UUID) {
+    public static func batch(items: [JSONValue], doorFields: [String] = []) throws -> (specs: [JobSpec], conversationID: UUID) {
         guard !items.isEmpty else { throw JobQueueError(.invalidInput, "a batch needs at least one job", field: "jobs") }
         var specs: [JobSpec] = []
         var keys = Set<String>()
         for (i, item) in items.enumerated() {
-            let spec = try spec(item: item, index: i)
+            let spec = try spec(item: item, index: i, doorFields: doorFields)
             if let first = specs.first, spec.groupID != first.groupID {
                 throw JobQueueError(
                     .invalidInput,

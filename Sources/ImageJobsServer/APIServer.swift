@@ -134,7 +134,7 @@ public struct APIServer: Sendable {
             fields["idempotency_key"] = .string(key)
         }
         let callback = try await webhooks.takeCallback(from: &fields, index: nil)
-        let (job, created) = try await webhooks.submit(try ImageJob.spec(item: .object(fields)), callback: callback, keyID: caller.keyID, queue: queue)
+        let (job, created) = try await webhooks.submit(try ImageJob.spec(item: .object(fields), doorFields: ["callback_url"]), callback: callback, keyID: caller.keyID, queue: queue)
         return try Self.json(try await document(job), status: created ? .created : .ok, location: "/v1/jobs/\(job.id.lowercasedString)")
     }
 
@@ -165,7 +165,7 @@ public struct APIServer: Sendable {
             callbacks.append(try await webhooks.takeCallback(from: &fields, index: i))
             items[i] = .object(fields)
         }
-        let (specs, conversation) = try ImageJob.batch(items: items)
+        let (specs, conversation) = try ImageJob.batch(items: items, doorFields: ["callback_url"])
         let submitted = try await webhooks.submitBatch(
             specs, groupID: conversation, idempotencyKey: request.headers[.idempotencyKey],
             callback: batchCallback, jobCallbacks: callbacks, keyID: caller.keyID, queue: queue)
