@@ -166,7 +166,7 @@ public final class JobQueue: Sendable {
             do {
                 return .success(
                     try await pool.withConnection {
-                        try await self.insert(e.spec, id: e.id, params: e.params, traceContext: e.traceContext, notifying: self.notify, on: $0)
+                        try await self.insert(e.spec, id: e.id, params: e.params, traceContext: e.traceContext, on: $0)
                     })
             } catch {
                 return .failure(error)
@@ -222,14 +222,13 @@ public final class JobQueue: Sendable {
     public func submit(_ spec: JobSpec, on connection: PGConnection) async throws -> (job: Job, created: Bool) {
         let params = try validatedParams(spec)
         return try await enqueueSpan(kind: spec.kind, jobs: 1) { traceContext in
-            try await insert(spec, id: UUIDv7.make(), params: params, traceContext: traceContext, notifying: notify, on: connection)
+            try await insert(spec, id: UUIDv7.make(), params: params, traceContext: traceContext, on: connection)
         }
     }
 
-    /// Inserts a spec already validated (each submit path validates once, before any I/O),
-    /// `notifying` idle workers at its commit when asked.
+    /// Inserts a spec already validated (each submit path validates once, before any I/O).
     private func insert(
-        _ spec: JobSpec, id: UUID, params: [UInt8], traceContext: String?, notifying notify: Bool, on connection: PGConnection
+        _ spec: JobSpec, id: UUID, params: [UInt8], traceContext: String?, on connection: PGConnection
     ) async throws -> (job: Job, created: Bool) {
         let channel = try await channel(on: connection)
         do {
