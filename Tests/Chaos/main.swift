@@ -549,8 +549,11 @@ func scenarioOutage() async throws {
     sampler.stop = true
     await sampling.value
     check(fleet.alive.count == options.workers, "outage: no worker exited during 10 s without a database")
+    // A worker's reconnect delay is full-jitter up to 2 s (WorkerConfiguration.maxReconnectDelay):
+    // one delay to reach the server again, and sometimes a second after a pooled connection the
+    // restart broke is handed out once and fails. So within two delays and a second of work.
     let slowest = firstClaims.max() ?? .infinity
-    check(firstClaims.count == options.workers && slowest <= 3, "outage: every worker claimed again within 3 s of the server accepting connections (slowest \(String(format: "%.2f", slowest)) s)")
+    check(firstClaims.count == options.workers && slowest <= 5, "outage: every worker claimed again within 5 s of the server accepting connections (slowest \(String(format: "%.2f", slowest)) s)")
     check(sampler.maxBackendsPerWorker <= 4, "outage: connections per worker stayed within the cap of 3 + 1 listener (max seen \(sampler.maxBackendsPerWorker))")
     check(done, "outage: the backlog drained")
     fleet.stopAll()
