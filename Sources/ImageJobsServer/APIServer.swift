@@ -160,9 +160,10 @@ public struct APIServer: Sendable {
             throw JobQueueError(.invalidInput, "a batch is a JSON array of jobs", field: "jobs")
         }
         var callbacks: [URL?] = []
+        var allowed = Set<String>()
         for i in items.indices {
             guard case .object(var fields) = items[i] else { callbacks.append(nil); continue }
-            callbacks.append(try await webhooks.takeCallback(from: &fields, index: i))
+            callbacks.append(try await webhooks.takeCallback(from: &fields, index: i, allowed: &allowed))
             items[i] = .object(fields)
         }
         let (specs, conversation) = try ImageJob.batch(items: items, doorFields: ["callback_url"])

@@ -38,17 +38,26 @@ public struct Webhooks: Sendable {
     /// characters, without credentials, to an allowed host. `nil` when absent or null. Errors
     /// name the field (and the batch item) and never list the allowed hosts.
     public func takeCallback(from fields: inout [String: JSONValue], index: Int?) async throws -> URL? {
+        var allowed = Set<String>()
+        return try await takeCallback(from: &fields, index: index, allowed: &allowed)
+    }
+
+    /// The same, for the items of one request: `allowed` holds the hosts already found allowed,
+    /// so a batch whose items name one host asks the database once.
+    public func takeCallback(from fields: inout [String: JSONValue], index: Int?, allowed: inout Set<String>) async throws -> URL? {
         guard let value = fields.removeValue(forKey: "callback_url"), value != .null else { return nil }
         guard case .string(let text) = value else {
             throw JobQueueError(.invalidInput, "callback_url must be a string", field: "callback_url", index: index)
         }
         let (url, authority) = try Self.parseCallback(text, field: "callback_url", index: index)
+        if allowed.contains(authority) { return url }
         guard try await pool.query("SELECT 1 FROM webhook_hosts WHERE host = \(authority)").first != nil else {
             throw JobQueueError(
                 .invalidInput,
                 "callback_url's host \"\(authority.prefix(100))\" is not an allowed webhook host (an operator allows one with `imagejobs webhooks allow HOST`)",
                 field: "callback_url", index: index)
         }
+        allowed.insert(authority)
         return url
     }
 
